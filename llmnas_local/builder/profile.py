@@ -1,0 +1,41 @@
+"""Parameters and FLOPs of a built model, measured on a dummy forward pass that also checks the output shape."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from llmnas_local.dsl.base import Constraints, SemanticError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelProfile:
+    params_m: float   # millions of trainable and frozen parameters
+    flops_m: float    # millions of FLOPs for one image (torch's FlopCounterMode: a multiply-add counts 2)
+
+
+def profile_model(model: nn.Module, num_classes: int, in_chans: int, input_size: int) -> ModelProfile:
+    """Count parameters, run one image through ``model`` in eval mode counting FLOPs, and check the output shape."""
+    params = sum(p.numel() for p in model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, in_chans, input_size, input_size)
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            out = model(x)
+    finally:
+        model.train(was_training)
+    if tuple(out.shape) != (1, num_classes):
+        raise SemanticError(f"output shape {tuple(out.shape)} != expected (1, {num_classes})")
+    return ModelProfile(params_m=params / 1e6, flops_m=counter.get_total_flops() / 1e6)
+
+
+def check_caps(profile: ModelProfile, constraints: Constraints) -> None:
+    """Raise :class:`SemanticError` if the model exceeds the user's caps on parameters or FLOPs."""
+    if constraints.max_params_m is not None and profile.params_m > constraints.max_params_m:
+        raise SemanticError(f"{profile.params_m:.3f}M parameters exceed the cap of {constraints.max_params_m:g}M")
+    if constraints.max_flops_m is not None and profile.flops_m > constraints.max_flops_m:
+        raise SemanticError(f"{profile.flops_m:.1f}M FLOPs exceed the cap of {constraints.max_flops_m:g}M")

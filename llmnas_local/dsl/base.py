@@ -1,0 +1,140 @@
+"""Search spaces: the contract every space implements, and the registry that names them.
+
+A space owns its language end to end: the EBNF grammar (package data, the only definition of the language), a strict
+parser into frozen spec dataclasses, the canonical text and hash, semantic checks, a prompt description with examples,
+one-element mutations (for evolution) and the builder that turns a spec into a PyTorch model.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import importlib.resources
+import random
+from typing import Any, Callable
+
+import typing
+
+if typing.TYPE_CHECKING:  # torch is heavy: importing a space must stay cheap
+    import torch.nn as nn
+
+
+class DslError(ValueError):
+    """A string outside the space's language. The message is one line and names the position and what was expected."""
+
+    def __init__(self, text: str, pos: int, expected: str):
+        self.text, self.pos, self.expected = text, pos, expected
+        found = repr(text[pos:pos + 12]) if pos < len(text) else "end of input"
+        super().__init__(f"at position {pos}: expected {expected}, found {found}")
+
+
+class SemanticError(ValueError):
+    """A string in the language that describes a network that cannot or must not be built. One-line reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraints:
+    """What a proposal must satisfy before it is evaluated: the task's shape and the user's caps."""
+
+    num_classes: int = 10
+    in_chans: int = 3
+    input_size: int = 32
+    max_params_m: float | None = None
+    max_flops_m: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class BaseSpace(abc.ABC):
+    """A search space. Subclasses set ``name`` and ``grammar_file`` and implement the abstract methods."""
+
+    name: str = ""
+    grammar_file: str = ""
+
+    # -- language -----------------------------------------------------------------------------------------------
+    def grammar(self) -> str:
+        """The EBNF text (xgrammar / vLLM structured-outputs dialect, root rule ``root``)."""
+        return importlib.resources.files("llmnas_local.dsl").joinpath("grammars", self.grammar_file).read_text()
+
+    @abc.abstractmethod
+    def parse(self, text: str) -> Any:
+        """Parse ``text`` into a frozen spec. Accepts exactly the grammar's language; raises :class:`DslError`."""
+
+    @abc.abstractmethod
+    def format(self, spec: Any) -> str:
+        """The DSL text of a spec, as written (no canonicalisation)."""
+
+    @abc.abstractmethod
+    def canonicalize(self, spec: Any) -> Any:
+        """The canonical spec: every spec that describes the same network maps to the same canonical spec."""
+
+    def canonical(self, spec: Any) -> str:
+        """The canonical text of a spec; it is in the language and parses back to the canonical spec."""
+        return self.format(self.canonicalize(spec))
+
+    def arch_hash(self, spec: Any) -> str:
+        """``sha256(space name + canonical text)``, hex."""
+        return hashlib.sha256((self.name + "\n" + self.canonical(spec)).encode()).hexdigest()
+
+    # -- meaning ------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def check(self, spec: Any, constraints: Constraints) -> None:
+        """Raise :class:`SemanticError` with a one-line reason if the spec must not be built under ``constraints``.
+
+        Structural checks only (stride vs resolution, divisibility); caps on parameters and FLOPs are checked on the
+        built model by :func:`llmnas_local.builder.check_caps`.
+        """
+
+    @abc.abstractmethod
+    def build(self, spec: Any, num_classes: int, in_chans: int, input_size: int) -> "nn.Module":
+        """Build the network from timm's blocks and layers."""
+
+    @abc.abstractmethod
+    def mutate(self, spec: Any, rng: random.Random) -> Any:
+        """A spec that differs from ``spec`` in exactly one element (one edge, one key of one stage...)."""
+
+    # -- prompts ------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """A short, plain description of the language for prompts."""
+
+    @abc.abstractmethod
+    def examples(self) -> list[str]:
+        """A few valid strings, for prompts and documentation."""
+
+    def sample(self, rng: random.Random) -> str:
+        """A string drawn from the grammar (grammar-driven, so it covers the whole language)."""
+        from llmnas_local.dsl.sampler import GrammarSampler
+
+        return GrammarSampler(self.grammar()).sample(rng)
+
+
+_SPACES: dict[str, Callable[[], BaseSpace]] = {}
+
+
+def register_space(name: str) -> Callable[[type[BaseSpace]], type[BaseSpace]]:
+    """Class decorator: ``@register_space("cnn")``."""
+
+    def deco(cls: type[BaseSpace]) -> type[BaseSpace]:
+        cls.name = name
+        _SPACES[name] = cls
+        return cls
+
+    return deco
+
+
+def list_spaces() -> list[str]:
+    _load_builtin()
+    return sorted(_SPACES)
+
+
+def get_space(name: str) -> BaseSpace:
+    _load_builtin()
+    if name not in _SPACES:
+        raise KeyError(f"unknown search space {name!r}; known: {', '.join(sorted(_SPACES))}")
+    return _SPACES[name]()
+
+
+def _load_builtin() -> None:
+    from llmnas_local.dsl import cnn, nb201  # noqa: F401  (registration side effect)

@@ -1,0 +1,48 @@
+"""The evaluator contract: an evaluator scores one architecture under one fixed recipe and returns an Outcome."""
+from __future__ import annotations
+
+import abc
+import hashlib
+import json
+from typing import Any
+
+from llmnas_local.dsl.base import BaseSpace, Constraints
+from llmnas_local.records import Outcome
+
+
+def recipe_hash(recipe: dict[str, Any]) -> str:
+    """sha256 of the recipe's canonical JSON. Every field that can change a result must be in the recipe."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class BaseEvaluator(abc.ABC):
+    """Scores architectures. ``recipe()`` lists everything that changes a result (data set and split, seed, epochs,
+    optimiser, resolution, benchmark table and fidelity...): outcomes are keyed by ``(arch_hash, recipe_hash)``.
+
+    ``evaluate`` never raises for a bad architecture: exceptions, NaN losses, time-outs and out-of-memory kills come
+    back as an :class:`Outcome` with the matching status and a one-line reason.
+    """
+
+    name: str = ""
+
+    def __init__(self, constraints: Constraints):
+        self.constraints = constraints
+
+    @abc.abstractmethod
+    def recipe(self) -> dict[str, Any]: ...
+
+    def recipe_hash(self) -> str:
+        return recipe_hash(self.recipe())
+
+    @abc.abstractmethod
+    def precheck(self, space: BaseSpace, spec: Any) -> dict[str, float]:
+        """Cheap checks before evaluation: ``space.check`` and the caps on parameters/FLOPs. Raises SemanticError.
+
+        Returns the metrics it measured on the way (e.g. ``params_m``, ``flops_m``).
+        """
+
+    @abc.abstractmethod
+    def evaluate(self, space: BaseSpace, spec: Any) -> Outcome: ...
+
+    def close(self) -> None:
+        """Release workers and caches."""

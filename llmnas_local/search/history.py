@@ -1,0 +1,60 @@
+"""A read-only view of a run's history: what proposers see. They never touch the store."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from llmnas_local.dsl.base import BaseSpace, Constraints
+from llmnas_local.records import VAL_ACC, TrialRecord, TrialStatus
+
+
+class HistoryView:
+    """The finished trials of a run, in order, with the look-ups proposers need. Cheap to query at any size."""
+
+    def __init__(self, space: BaseSpace, constraints: Constraints, trials: Iterable[TrialRecord] = ()):
+        self.space = space
+        self.constraints = constraints
+        self._trials: list[TrialRecord] = []
+        self._known: dict[str, TrialRecord] = {}     # arch_hash -> the trial that evaluated it
+        self._complete: list[TrialRecord] = []
+        for t in trials:
+            self._append(t)
+
+    def _append(self, trial: TrialRecord) -> None:
+        """Called by the search loop only."""
+        self._trials.append(trial)
+        if trial.arch_hash and trial.status is not TrialStatus.DUPLICATE:
+            self._known.setdefault(trial.arch_hash, trial)
+        if trial.status is TrialStatus.COMPLETE and VAL_ACC in trial.metrics:
+            self._complete.append(trial)
+
+    @property
+    def trials(self) -> Sequence[TrialRecord]:
+        return tuple(self._trials)
+
+    def __len__(self) -> int:
+        return len(self._trials)
+
+    def is_known(self, arch_hash: str) -> bool:
+        """Whether this architecture was already evaluated or rejected in this run."""
+        return arch_hash in self._known
+
+    def known(self, arch_hash: str) -> TrialRecord | None:
+        return self._known.get(arch_hash)
+
+    @property
+    def completed(self) -> Sequence[TrialRecord]:
+        """Evaluated trials with a validation accuracy, oldest first."""
+        return tuple(self._complete)
+
+    def best(self, k: int = 1) -> list[TrialRecord]:
+        """The k best evaluated trials by validation accuracy (ties: earliest first)."""
+        order = sorted(range(len(self._complete)), key=lambda i: (-self._complete[i].metrics[VAL_ACC], i))
+        return [self._complete[i] for i in order[:k]]
+
+    def recent(self, k: int) -> list[TrialRecord]:
+        """The last k finished trials, oldest first."""
+        return self._trials[-k:] if k > 0 else []
+
+    def num_distinct(self) -> int:
+        """Distinct architectures evaluated or rejected so far."""
+        return len(self._known)

@@ -1,0 +1,31 @@
+"""Shared fixtures. Data from ../shared is found through environment variables; a test that needs it skips with a
+clear reason when it is absent, and fails instead when LLMNAS_REQUIRE_SHARED=1 (as .ci/run sets)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LLMNAS_SHARED", REPO.parent / "shared"))
+
+
+def shared_path(env_var: str, default: Path) -> Path:
+    path = Path(os.environ.get(env_var, default))
+    if not path.exists():
+        reason = f"{path} not found (set {env_var} or place ../shared beside the checkout)"
+        if os.environ.get("LLMNAS_REQUIRE_SHARED") == "1":
+            pytest.fail(f"LLMNAS_REQUIRE_SHARED=1 but {reason}")
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def nb201_csv() -> Path:
+    return shared_path("LLMNAS_NB201_CSV", SHARED / "data" / "nb201" / "nb201_cifar.csv")
+
+
+@pytest.fixture(scope="session")
+def cifar10_tar() -> Path:
+    return shared_path("LLMNAS_CIFAR10", SHARED / "data" / "cifar10" / "cifar10_jpg.tar.gz")
