@@ -44,5 +44,10 @@ class BaseEvaluator(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, space: BaseSpace, spec: Any) -> Outcome: ...
 
+    def describe_task(self) -> str:
+        """One line for prompts: what is classified and how candidates are scored. Subclasses say more."""
+        c = self.constraints
+        return f"classify {c.in_chans}x{c.input_size}x{c.input_size} images into {c.num_classes} classes"
+
     def close(self) -> None:
         """Release workers and caches."""

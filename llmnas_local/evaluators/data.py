@@ -1,0 +1,426 @@
+"""Offline image-classification data sets as uint8 arrays, with a seeded validation split carved from the training data.
+
+Sources (``DataSpec.source``):
+
+- ``"digits"``: scikit-learn's bundled 8x8 grey digits (1,797 images), upscaled to ``resolution`` (default 32). It has
+  no test split: a fixed 20% (seed 0, independent of ``split_seed``) is carved off as the test set.
+- an ImageFolder directory, or a ``.tar.gz``/``.tgz``/``.tar`` of one, holding ``train/<class>/*`` and
+  ``test/<class>/*`` (at any depth, e.g. ``CIFAR-10-images/train/cat/0001.jpg``), decoded with PIL;
+- a CIFAR-10/100 python-pickle folder (``cifar-10-batches-py``, ``cifar-100-python``, fine labels), its parent, or the
+  official ``.tar.gz`` of one;
+- an ``.npz`` with ``x_train, y_train, x_test, y_test`` (NHWC or NHW uint8) and optionally ``classes``.
+
+Decoding is slow for image files, so the decoded arrays are cached as an uncompressed ``.npz`` in ``cache_dir``
+(default ``$LLMNAS_CACHE_DIR`` or ``~/.cache/llmnas/data``), keyed by the source's path, size and mtime and the
+resolution. The fingerprint that goes into recipes is a sha256 of the decoded content, so it does not depend on where
+the data lives.
+
+Split: the training data is permuted with ``split_seed``; the first ``round(val_fraction * n)`` images are the
+validation split, the rest the training split; ``train_size``/``val_size`` then keep the first images of each and
+``test_size`` the first of a ``split_seed`` permutation of the test set (the whole test set, in order, when unset).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import pickle
+import tarfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+CACHE_VERSION = 1
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_TEST_SEED = 0
+DIGITS_DEFAULT_RESOLUTION = 32
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+_GREY_MODES = ("1", "L", "I", "I;16", "F")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """Which data and which split. Every field but ``cache_dir`` is part of an evaluation recipe."""
+
+    source: str = "digits"
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    train_size: int | None = None     # caps for quick searches: keep the first N of each split
+    val_size: int | None = None
+    test_size: int | None = None
+    resolution: int | None = None     # resize to resolution x resolution; None: native (digits: 32)
+    cache_dir: str | None = None      # None: $LLMNAS_CACHE_DIR or ~/.cache/llmnas/data; "": no cache
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        for field in ("train_size", "val_size", "test_size", "resolution"):
+            v = getattr(self, field)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{field} must be a positive integer or None, got {v!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Three splits of uint8 images (N, H, W, C) with int64 labels, and what they are."""
+
+    name: str
+    format: str
+    classes: tuple[str, ...]
+    fingerprint: str                  # sha256 of the decoded source (all train and test images and labels)
+    spec: DataSpec
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.x_train.shape[3])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def describe_dataset(ds: Dataset) -> dict[str, Any]:
+    """What a recipe needs to name this data set and split exactly."""
+    return {
+        "name": ds.name, "format": ds.format, "fingerprint": ds.fingerprint,
+        "val_fraction": ds.spec.val_fraction, "split_seed": ds.spec.split_seed,
+        "num_train": len(ds.y_train), "num_val": len(ds.y_val), "num_test": len(ds.y_test),
+        "num_classes": ds.num_classes, "in_chans": ds.in_chans, "input_size": ds.input_size,
+    }
+
+
+def load_dataset(source: str | DataSpec = "digits", **overrides: Any) -> Dataset:
+    """Load (from the cache when possible) and split a data set. ``overrides`` are :class:`DataSpec` fields."""
+    spec = source if isinstance(source, DataSpec) else DataSpec(source=str(source))
+    spec = dataclasses.replace(spec, **overrides) if overrides else spec
+    raw = _load_raw(spec)
+    return _split(raw, spec)
+
+
+# -- raw (unsplit) data, cached ----------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Raw:
+    name: str
+    format: str
+    classes: tuple[str, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    fingerprint: str = ""
+
+
+def _load_raw(spec: DataSpec) -> _Raw:
+    if spec.source.lower() == "digits":
+        name, root, stamp = "digits", None, _digits_file()
+        resolution = spec.resolution or DIGITS_DEFAULT_RESOLUTION
+    else:
+        root = Path(spec.source).expanduser()
+        if not root.exists():
+            raise ValueError(f"data set {spec.source!r} not found: give 'digits', an ImageFolder directory or "
+                             f".tar.gz, a CIFAR python folder or an .npz file")
+        name, stamp, resolution = _stem(root), root.resolve(), spec.resolution
+        if root.is_file() and root.name.lower().endswith(".npz"):     # already arrays: nothing to cache
+            return _finish(_load_npz(root), resolution)
+    cache = _cache_file(spec, name, stamp, resolution)
+    if cache is not None and cache.exists():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                return _Raw(name, str(z["format"]), tuple(str(c) for c in z["classes"]), z["x_train"],
+                            z["y_train"], z["x_test"], z["y_test"], str(z["fingerprint"]))
+        except Exception:                               # a torn or foreign file: decode again and overwrite it
+            pass
+    if root is None:
+        raw = _load_digits(resolution)
+    else:
+        fmt, where = _detect(root)
+        raw = _LOADERS[fmt](where, resolution)
+        raw.name, raw.format = name, fmt
+    raw = _finish(raw, resolution)
+    if cache is not None:
+        _write_cache(cache, raw)
+    return raw
+
+
+def _write_cache(cache: Path, raw: _Raw) -> None:
+    """Write atomically (a reader never sees half a file); a cache that cannot be written is only a warning."""
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(f, x_train=raw.x_train, y_train=raw.y_train, x_test=raw.x_test, y_test=raw.y_test,
+                     classes=np.array(raw.classes), fingerprint=np.array(raw.fingerprint),
+                     format=np.array(raw.format))
+        os.replace(tmp, cache)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f"could not write the data cache {cache}: {e}", stacklevel=3)
+
+
+def _finish(raw: _Raw, resolution: int | None) -> _Raw:
+    """Resize if asked, check shapes and labels, and fingerprint the content."""
+    xs = []
+    for x in (raw.x_train, raw.x_test):
+        x = np.asarray(x)
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4 or x.dtype != np.uint8:
+            raise ValueError(f"{raw.name}: images must be uint8 (N,H,W[,C]), got {x.dtype} {x.shape}")
+        if resolution is not None and x.shape[1:3] != (resolution, resolution):
+            x = _resize(x, resolution)
+        xs.append(np.ascontiguousarray(x))
+    x_train, x_test = xs
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"{raw.name}: train images {x_train.shape[1:]} and test images {x_test.shape[1:]} differ")
+    y_train, y_test = (np.asarray(y, dtype=np.int64).reshape(-1) for y in (raw.y_train, raw.y_test))
+    if len(y_train) != len(x_train) or len(y_test) != len(x_test):
+        raise ValueError(f"{raw.name}: {len(x_train)}/{len(x_test)} images but {len(y_train)}/{len(y_test)} labels")
+    classes = raw.classes or tuple(str(i) for i in range(int(max(y_train.max(), y_test.max())) + 1))
+    if min(y_train.min(), y_test.min()) < 0 or max(y_train.max(), y_test.max()) >= len(classes):
+        raise ValueError(f"{raw.name}: labels outside 0..{len(classes) - 1}")
+    h = hashlib.sha256(json.dumps([list(classes), x_train.shape, x_test.shape]).encode())
+    for a in (x_train, y_train, x_test, y_test):
+        h.update(memoryview(a).cast("B"))
+    return _Raw(raw.name, raw.format, tuple(classes), x_train, y_train, x_test, y_test, h.hexdigest())
+
+
+def _split(raw: _Raw, spec: DataSpec) -> Dataset:
+    rng = np.random.default_rng(spec.split_seed)
+    perm = rng.permutation(len(raw.y_train))
+    n_val = max(1, int(round(spec.val_fraction * len(perm))))
+    if n_val >= len(perm):
+        raise ValueError(f"{raw.name}: val_fraction {spec.val_fraction} leaves no training data")
+    val_idx, train_idx = perm[:n_val][:spec.val_size], perm[n_val:][:spec.train_size]
+    if spec.test_size is None:
+        test_idx = np.arange(len(raw.y_test))
+    else:
+        test_idx = np.random.default_rng(spec.split_seed).permutation(len(raw.y_test))[:spec.test_size]
+    return Dataset(raw.name, raw.format, raw.classes, raw.fingerprint, spec,
+                   raw.x_train[train_idx], raw.y_train[train_idx], raw.x_train[val_idx], raw.y_train[val_idx],
+                   raw.x_test[test_idx], raw.y_test[test_idx])
+
+
+def _cache_file(spec: DataSpec, name: str, path: Path | None, resolution: int | None) -> Path | None:
+    if spec.cache_dir == "" or path is None:
+        return None
+    root = Path(spec.cache_dir or os.environ.get("LLMNAS_CACHE_DIR") or Path.home() / ".cache" / "llmnas" / "data")
+    key = json.dumps([CACHE_VERSION, str(path), _stamp(path), resolution])
+    return root.expanduser() / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz"
+
+
+def _stamp(path: Path) -> list:
+    """Size and mtime of a file, or of every file under a directory."""
+    if path.is_file():
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        for f in sorted(filenames):
+            st = os.stat(os.path.join(dirpath, f))
+            h.update(f"{os.path.relpath(os.path.join(dirpath, f), path)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return [h.hexdigest()]
+
+
+def _stem(path: Path) -> str:
+    name = path.resolve().name
+    for suffix in (".tar.gz", ".tgz", ".tar", ".npz"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+# -- format detection ---------------------------------------------------------------------------------------------
+def _detect(path: Path) -> tuple[str, Path]:
+    """The format of a source (not .npz) and the folder or file its loader reads."""
+    if path.is_file():
+        if not path.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
+            raise ValueError(f"{path}: unknown data format (expected .npz, .tar.gz, .tgz, .tar or a directory)")
+        with tarfile.open(path, "r:*") as tf:            # the layout shows in the first members: peek only
+            for i, m in enumerate(tf):
+                if m.isfile() and _cifar_member(m.name):
+                    return "cifar-tar", path
+                if m.isfile() and _imagefolder_member(m.name):
+                    return "imagefolder-tar", path
+                if i >= 200:
+                    break
+        raise ValueError(f"{path}: archive holds neither train/<class>/<image> + test/<class>/<image> "
+                         f"nor a CIFAR python folder")
+    if (path / "train").is_dir() and (path / "test").is_dir():
+        return "imagefolder", path
+    for d in (path, path / "cifar-10-batches-py", path / "cifar-100-python"):
+        if (d / "data_batch_1").is_file() or ((d / "train").is_file() and (d / "meta").is_file()):
+            return "cifar", d
+    raise ValueError(f"{path}: unknown data format (expected train/ and test/ class folders, "
+                     f"a CIFAR python folder, an .npz or a .tar.gz)")
+
+
+def _cifar_member(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) >= 2 and parts[-2] in ("cifar-10-batches-py", "cifar-100-python")
+
+
+def _imagefolder_member(name: str) -> tuple[str, str] | None:
+    """(split, class) of ``.../train|test/<class>/<image>``, else None."""
+    parts = name.split("/")
+    if len(parts) >= 3 and parts[-3] in ("train", "test") and parts[-1].lower().endswith(IMAGE_SUFFIXES):
+        return parts[-3], parts[-2]
+    return None
+
+
+# -- loaders ------------------------------------------------------------------------------------------------------
+def _digits_file() -> Path | None:
+    """sklearn's bundled digits file, found without importing sklearn (slow); used for the cache key only."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    f = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    return f if f.is_file() else None
+
+
+def _load_digits(resolution: int) -> _Raw:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)         # 0..16 -> 0..255
+    x = _resize(x[..., None], resolution)
+    y = d.target.astype(np.int64)
+    perm = np.random.default_rng(DIGITS_TEST_SEED).permutation(len(y))
+    n_test = int(round(DIGITS_TEST_FRACTION * len(y)))
+    te, tr = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    return _Raw("digits", "digits", tuple(str(i) for i in range(10)), x[tr], y[tr], x[te], y[te])
+
+
+def _load_npz(path: Path) -> _Raw:
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {', '.join(missing)} (has {', '.join(z.files)})")
+        classes = tuple(str(c) for c in z["classes"]) if "classes" in z.files else ()
+        return _Raw(_stem(path), "npz", classes, z["x_train"], z["y_train"], z["x_test"], z["y_test"])
+
+
+def _load_cifar_dir(root: Path, resolution: int | None) -> _Raw:
+    return _cifar_from_files({p.name: p.read_bytes for p in root.iterdir() if p.is_file()}, root)
+
+
+def _load_cifar_tar(path: Path, resolution: int | None) -> _Raw:
+    files: dict[str, bytes] = {}
+    with tarfile.open(path, "r:*") as tf:
+        for m in tf:
+            if m.isfile() and _cifar_member(m.name):
+                files[m.name.rsplit("/", 1)[-1]] = tf.extractfile(m).read()
+    return _cifar_from_files({k: (lambda b=b: b) for k, b in files.items()}, path)
+
+
+def _cifar_from_files(files: dict[str, Any], where: Path) -> _Raw:
+    def unpickle(key: str) -> dict:
+        if key not in files:
+            raise ValueError(f"{where}: CIFAR file {key!r} missing")
+        d = pickle.loads(files[key](), encoding="bytes")
+        return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+
+    def images(d: dict) -> np.ndarray:
+        return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+    if "data_batch_1" in files:                                         # CIFAR-10
+        batches = [unpickle(f"data_batch_{i}") for i in range(1, 6)]
+        test, meta, key, names = unpickle("test_batch"), unpickle("batches.meta"), "labels", "label_names"
+        x_train, y_train = np.concatenate([images(b) for b in batches]), np.concatenate([b[key] for b in batches])
+    else:                                                               # CIFAR-100, fine labels
+        train, test, meta = unpickle("train"), unpickle("test"), unpickle("meta")
+        key, names = "fine_labels", "fine_label_names"
+        x_train, y_train = images(train), np.asarray(train[key])
+    classes = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in meta[names])
+    return _Raw("", "", classes, x_train, y_train, images(test), np.asarray(test[key]))
+
+
+def _load_imagefolder_dir(root: Path, resolution: int | None) -> _Raw:
+    def items() -> Iterator[tuple[str, str, str, bytes]]:
+        for split in ("train", "test"):
+            for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
+                for f in sorted(cls_dir.iterdir()):
+                    if f.suffix.lower() in IMAGE_SUFFIXES:
+                        yield split, cls_dir.name, f.name, f.read_bytes()
+
+    return _decode_imagefolder(items(), root, resolution)
+
+
+def _load_imagefolder_tar(path: Path, resolution: int | None) -> _Raw:
+    def items() -> Iterator[tuple[str, str, str, bytes]]:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                where = _imagefolder_member(m.name) if m.isfile() else None
+                if where:
+                    yield where[0], where[1], m.name, tf.extractfile(m).read()
+
+    return _decode_imagefolder(items(), path, resolution)
+
+
+def _decode_imagefolder(items: Iterable[tuple[str, str, str, bytes]], where: Path, resolution: int | None) -> _Raw:
+    from PIL import Image
+
+    found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}
+    for split, cls, name, data in items:
+        found[split].append((cls, name, data))
+    classes = tuple(sorted({c for c, _, _ in found["train"]}))
+    if not classes or not found["test"]:
+        raise ValueError(f"{where}: no images under train/<class>/ and test/<class>/")
+    extra = sorted({c for c, _, _ in found["test"]} - set(classes))
+    if extra:
+        raise ValueError(f"{where}: test classes {', '.join(extra)} are not among the training classes")
+    index = {c: i for i, c in enumerate(classes)}
+    mode = None
+    out = {}
+    for split, entries in found.items():
+        entries.sort(key=lambda e: (e[0], e[1]))
+        x, shape = None, None
+        for i, (cls, name, data) in enumerate(entries):
+            with Image.open(io.BytesIO(data)) as im:
+                mode = mode or ("L" if im.mode in _GREY_MODES else "RGB")
+                im = im.convert(mode)
+                if resolution is not None and im.size != (resolution, resolution):
+                    im = im.resize((resolution, resolution), Image.BILINEAR)
+                a = np.asarray(im)
+            if x is None:
+                shape = a.shape
+                x = np.empty((len(entries), *a.shape[:2], 1 if mode == "L" else 3), np.uint8)
+            elif a.shape != shape:
+                raise ValueError(f"{where}: images differ in size ({name}: {a.shape[:2]} vs {shape[:2]}); "
+                                 f"set a resolution")
+            x[i] = a.reshape(x.shape[1:])
+        out[split] = (x, np.array([index[c] for c, _, _ in entries], np.int64))
+    return _Raw("", "", classes, out["train"][0], out["train"][1], out["test"][0], out["test"][1])
+
+
+_LOADERS = {"imagefolder": _load_imagefolder_dir, "imagefolder-tar": _load_imagefolder_tar,
+            "cifar": _load_cifar_dir, "cifar-tar": _load_cifar_tar}
+
+
+def _resize(x: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of uint8 (N, H, W, C) images with PIL."""
+    from PIL import Image
+
+    out = np.empty((len(x), size, size, x.shape[3]), np.uint8)
+    for i, img in enumerate(x):
+        im = Image.fromarray(img[..., 0] if x.shape[3] == 1 else img)
+        out[i] = np.asarray(im.resize((size, size), Image.BILINEAR)).reshape(size, size, x.shape[3])
+    return out
