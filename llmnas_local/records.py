@@ -33,12 +33,17 @@ class TrialStatus(enum.IntEnum):
     INVALID = 1     # did not parse, or failed a semantic check (stride, channels, caps): never evaluated
     FAILED = 2      # the evaluation raised, diverged (NaN loss) or was killed (out of memory)
     TIMEOUT = 3     # the evaluation ran past its time limit
-    DUPLICATE = 4   # its (arch, recipe) was already in the store: answered from there, never re-evaluated
+    DUPLICATE = 4   # this run already proposed this architecture: answered from the store, not counted again
     PENDING = 5     # asked, not yet told (only seen in memory; a crash leaves no such record)
 
     @property
     def finished(self) -> bool:
         return self is not TrialStatus.PENDING
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether the evaluator ran on it (or another run's identical evaluation answered it): budget counts these."""
+        return self in (TrialStatus.COMPLETE, TrialStatus.FAILED, TrialStatus.TIMEOUT)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +80,7 @@ class TrialRecord:
     error: str = ""
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     llm: dict[str, Any] = dataclasses.field(default_factory=dict)   # backend, model, tokens, prompt hash, diagnosis
+    from_store: bool = False              # answered from an outcome another run stored: not re-evaluated
     created_at: float = dataclasses.field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:

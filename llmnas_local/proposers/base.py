@@ -4,9 +4,11 @@ from __future__ import annotations
 import abc
 import dataclasses
 import random
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
-from llmnas_local.search.history import HistoryView
+if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
+    from llmnas_local.search.history import HistoryView
+
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """A read-only view of a run's history: what proposers see. They never touch the store."""
 from __future__ import annotations
 
+import collections
 from typing import Iterable, Sequence
 
 from llmnas_local.dsl.base import BaseSpace, Constraints
@@ -10,12 +11,16 @@ from llmnas_local.records import VAL_ACC, TrialRecord, TrialStatus
 class HistoryView:
     """The finished trials of a run, in order, with the look-ups proposers need. Cheap to query at any size."""
 
-    def __init__(self, space: BaseSpace, constraints: Constraints, trials: Iterable[TrialRecord] = ()):
+    def __init__(self, space: BaseSpace, constraints: Constraints, trials: Iterable[TrialRecord] = (),
+                 task: str = ""):
         self.space = space
         self.constraints = constraints
+        self.task = task            # one line for prompts: the data set and how candidates are scored
         self._trials: list[TrialRecord] = []
         self._known: dict[str, TrialRecord] = {}     # arch_hash -> the trial that evaluated it
         self._complete: list[TrialRecord] = []
+        self._best: TrialRecord | None = None
+        self.status_counts: collections.Counter[TrialStatus] = collections.Counter()
         for t in trials:
             self._append(t)
 
@@ -24,8 +29,11 @@ class HistoryView:
         self._trials.append(trial)
         if trial.arch_hash and trial.status is not TrialStatus.DUPLICATE:
             self._known.setdefault(trial.arch_hash, trial)
+        self.status_counts[trial.status] += 1
         if trial.status is TrialStatus.COMPLETE and VAL_ACC in trial.metrics:
             self._complete.append(trial)
+            if self._best is None or trial.metrics[VAL_ACC] > self._best.metrics[VAL_ACC]:
+                self._best = trial
 
     @property
     def trials(self) -> Sequence[TrialRecord]:
@@ -48,6 +56,8 @@ class HistoryView:
 
     def best(self, k: int = 1) -> list[TrialRecord]:
         """The k best evaluated trials by validation accuracy (ties: earliest first)."""
+        if k == 1:
+            return [self._best] if self._best else []
         order = sorted(range(len(self._complete)), key=lambda i: (-self._complete[i].metrics[VAL_ACC], i))
         return [self._complete[i] for i in order[:k]]
 

@@ -1,0 +1,148 @@
+"""``llmnas search``: run (or resume) a search into a store."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from llmnas_local.cli.errors import UserError, user_errors
+
+DEFAULT_STORE = "runs/default"
+
+
+@click.command()
+@click.option("--space", default="cnn", show_default=True, help="Search space: cnn (train models) or nb201 (table).")
+@click.option("--data", default="digits", show_default=True,
+              help="cnn: 'digits', an ImageFolder dir or .tar.gz, a CIFAR python folder, or an .npz.")
+@click.option("--table", type=click.Path(dir_okay=False), default=None, help="nb201: the NAS-Bench-201 CSV.")
+@click.option("--preset", default="cifar10", show_default=True,
+              help="nb201 table protocol: cifar10, cifar100, cifar10-12ep, cifar100-12ep.")
+@click.option("--proposer", default="random", show_default=True, help="random or evolution.")
+@click.option("--budget", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Distinct evaluations to reach (a resumed run counts what it already did).")
+@click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(file_okay=False),
+              help="LMDB store directory (created if missing; the same command resumes).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the proposer.")
+@click.option("--train-seed", default=0, show_default=True,
+              help="Seed of training and of the train/validation split (part of the recipe: runs with the same "
+                   "recipe share outcomes).")
+@click.option("--run-id", default=None, help="Name the run (default: derived from its settings).")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1), help="Proxy training epochs.")
+@click.option("--lr", default=0.01, show_default=True, type=float)
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--input-size", default=None, type=int, help="Resize images to this (default: the data set's).")
+@click.option("--train-size", default=None, type=int, help="Use at most this many training images.")
+@click.option("--val-size", default=None, type=int, help="Use at most this many validation images.")
+@click.option("--test-size", default=None, type=int, help="Use at most this many test images.")
+@click.option("--max-params-m", default=None, type=float, help="Reject models above this many M parameters.")
+@click.option("--max-flops-m", default=None, type=float, help="Reject models above this many M FLOPs per image.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@click.option("--timeout", default=900.0, show_default=True, help="Seconds before a training is stopped.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Evaluations in parallel.")
+@click.option("--population", default=10, show_default=True, help="evolution: population size.")
+@click.option("--tournament", default=3, show_default=True, help="evolution: tournament size.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def search(space: str, data: str, table: str | None, preset: str, proposer: str, budget: int, store: str,
+           seed: int, train_seed: int, run_id: str | None, epochs: int, lr: float, batch_size: int,
+           input_size: int | None,
+           train_size: int | None, val_size: int | None, test_size: int | None, max_params_m: float | None,
+           max_flops_m: float | None, device: str, timeout: float, workers: int, population: int, tournament: int,
+           quiet: bool) -> None:
+    """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
+    from llmnas_local.dsl import get_space
+    from llmnas_local.proposers import create_proposer
+    from llmnas_local.search import Search, SearchStalled
+    from llmnas_local.store import open_store
+
+    sp = get_space(space)
+    caps = {"max_params_m": max_params_m, "max_flops_m": max_flops_m}
+    if space == "nb201":
+        if table is None:
+            raise UserError("--space nb201 evaluates by table lookup: give --table PATH (a NAS-Bench-201 CSV)")
+        from llmnas_local.evaluators import TabularEvaluator
+
+        evaluator = TabularEvaluator(table, preset=preset, **caps)
+    else:
+        if table is not None:
+            raise UserError(f"--table is for --space nb201, not {space}")
+        from llmnas_local.evaluators import DataSpec, TrainingConfig, TrainingEvaluator
+
+        data_spec = DataSpec(source=data, train_size=train_size, val_size=val_size, test_size=test_size,
+                             resolution=input_size, split_seed=train_seed)
+        config = TrainingConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=train_seed,
+                                device=device)
+        evaluator = TrainingEvaluator(data_spec, config, time_limit_s=timeout, threads=_threads_per_worker(workers),
+                                      **caps)
+    settings = {"population": population, "tournament": tournament} if proposer == "evolution" else {}
+    prop = create_proposer(proposer, **settings)
+    with open_store(store) as st:
+        study = Search(sp, prop, evaluator, st, seed=seed, run_id=run_id)
+        done = study.num_evaluated
+        if done:
+            click.echo(f"resuming run {study.run_id}: {done} evaluations already in {store}", err=True)
+        progress = _Progress(study, budget, disable=quiet)
+        try:
+            best = study.run(budget, workers=workers, callback=progress.update)
+        except SearchStalled as e:
+            progress.close()
+            raise UserError(str(e))
+        except KeyboardInterrupt:
+            progress.close()
+            click.echo(f"interrupted: {study.num_evaluated} evaluations are safe in {store}; "
+                       f"run the same command to resume", err=True)
+            sys.exit(130)
+        finally:
+            evaluator.close()
+            prop.close()
+        progress.close()
+        _report(study, best, store)
+
+
+def _threads_per_worker(workers: int) -> int | None:
+    """Split the cores between parallel trainings (oversubscribed torch threads are many times slower)."""
+    import os
+
+    return None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
+
+
+def _report(study, best, store: str) -> None:
+    from llmnas_local.records import TEST_ACC, VAL_ACC
+
+    counts = study.counts()
+    click.echo(f"run {study.run_id}: {study.num_evaluated} evaluations; " +
+               ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if best is None:
+        click.echo("no architecture completed an evaluation")
+        return
+    m = best.metrics
+    test = f", test_acc {m[TEST_ACC]:.2f}" if TEST_ACC in m else ""
+    click.echo(f"best (by validation): val_acc {m[VAL_ACC]:.2f}{test}  {best.canonical}")
+    click.echo(f"  hash {best.arch_hash}  (llmnas show {store} {best.arch_hash[:12]})")
+
+
+class _Progress:
+    """A tqdm bar over distinct evaluations, with the best validation accuracy and the invalid/duplicate counts."""
+
+    def __init__(self, study, budget: int, disable: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=budget, initial=min(study.num_evaluated, budget), unit="eval", disable=disable,
+                        dynamic_ncols=True, file=sys.stderr)
+        self.budget = budget
+
+    def update(self, study, trial) -> None:
+        from llmnas_local.records import VAL_ACC
+
+        self.bar.n = min(study.num_evaluated, self.budget)
+        best = study.best()
+        c = study.counts()
+        self.bar.set_postfix_str(
+            f"best val {best.metrics[VAL_ACC]:.2f}" if best else "best val -", refresh=False)
+        self.bar.set_description(f"invalid {c['invalid']} dup {c['duplicate']} failed {c['failed'] + c['timeout']}",
+                                 refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,101 @@
+"""``llmnas top|show|export``: read a store (safe while a search writes to it)."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import click
+
+from llmnas_local.cli.errors import UserError, user_errors
+from llmnas_local.cli.search_cmd import DEFAULT_STORE
+from llmnas_local.records import PARAMS_M, TEST_ACC, VAL_ACC, FLOPS_M, TrialRecord, TrialStatus
+
+store_argument = click.argument("store", default=DEFAULT_STORE, type=click.Path(file_okay=False))
+
+
+def _open(path: str):
+    from llmnas_local.store import LmdbStore
+
+    return LmdbStore(path, readonly=True)
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@click.command()
+@store_argument
+@click.option("-k", "--limit", default=10, show_default=True, help="Rows to show.")
+@click.option("--run", "run_id", default=None, help="Only this run (default: every run in the store).")
+@user_errors
+def top(store: str, limit: int, run_id: str | None) -> None:
+    """Leaderboard of STORE: the best distinct architectures by validation accuracy."""
+    with _open(store) as st:
+        best: dict[str, TrialRecord] = {}
+        counts = {s: 0 for s in TrialStatus}
+        for t in st.trials(run_id):
+            counts[t.status] += 1
+            if t.status is TrialStatus.COMPLETE and VAL_ACC in t.metrics and t.arch_hash not in best:
+                best[t.arch_hash] = t
+        runs = st.list_runs() if run_id is None else [r for r in [st.get_run(run_id)] if r]
+    rows = sorted(best.values(), key=lambda t: -t.metrics[VAL_ACC])[:limit]
+    click.echo(f"{len(runs)} run(s); trials: " + ", ".join(f"{s.name.lower()} {n}" for s, n in counts.items()
+                                                           if s is not TrialStatus.PENDING))
+    if not rows:
+        click.echo("no completed trial yet")
+        return
+    click.echo(f"{'#':>3} {'val_acc':>8} {'test_acc':>8} {'params_M':>9} {'flops_M':>9}  {'hash':12}  architecture")
+    for i, t in enumerate(rows, 1):
+        m = t.metrics
+        click.echo(f"{i:>3} {_fmt(m.get(VAL_ACC)):>8} {_fmt(m.get(TEST_ACC)):>8} {_fmt(m.get(PARAMS_M), '.4f'):>9} "
+                   f"{_fmt(m.get(FLOPS_M), '.1f'):>9}  {t.arch_hash[:12]}  {t.canonical}")
+
+
+@click.command()
+@click.argument("store", type=click.Path(file_okay=False))
+@click.argument("arch_hash")
+@user_errors
+def show(store: str, arch_hash: str) -> None:
+    """One architecture of STORE (by hash or a unique hash prefix) with every trial of it."""
+    with _open(store) as st:
+        if len(arch_hash) < 64:
+            matches = {t.arch_hash for t in st.trials() if t.arch_hash and t.arch_hash.startswith(arch_hash)}
+            if len(matches) != 1:
+                raise UserError(f"{len(matches)} architectures match hash prefix {arch_hash!r}")
+            arch_hash = matches.pop()
+        trials = st.trials_of_arch(arch_hash)
+    if not trials:
+        raise UserError(f"no architecture with hash {arch_hash} in {store}")
+    click.echo(f"hash:      {arch_hash}\ncanonical: {trials[0].canonical}")
+    for t in trials:
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(t.metrics.items()))
+        click.echo(f"- run {t.run_id} trial {t.seq}: {t.status.name.lower()} {metrics}"
+                   + (f" [from store]" if t.from_store else "") + (f"\n  error: {t.error}" if t.error else "")
+                   + f"\n  raw: {t.raw}")
+
+
+@click.command()
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="jsonl", show_default=True)
+@click.option("-o", "--output", type=click.File("w"), default="-", help="File to write (default: stdout).")
+@user_errors
+def export(store: str, fmt: str, output) -> None:
+    """Every trial of STORE as CSV or JSON lines."""
+    with _open(store) as st:
+        trials = list(st.trials())
+    if fmt == "jsonl":
+        for t in trials:
+            d = t.to_json()
+            d["status"] = t.status.name.lower()
+            output.write(json.dumps(d, sort_keys=True) + "\n")
+        return
+    metric_names = sorted({k for t in trials for k in t.metrics})
+    timing_names = sorted({k for t in trials for k in t.timings})
+    writer = csv.writer(output)
+    writer.writerow(["run_id", "seq", "proposer", "status", "arch_hash", "parent_hash", "canonical", "raw",
+                     "from_store", "error", *metric_names, *timing_names])
+    for t in trials:
+        writer.writerow([t.run_id, t.seq, t.proposer, t.status.name.lower(), t.arch_hash or "", t.parent_hash or "",
+                         t.canonical or "", t.raw, int(t.from_store), t.error,
+                         *[t.metrics.get(k, "") for k in metric_names], *[t.timings.get(k, "") for k in timing_names]])

@@ -1,0 +1,93 @@
+"""The feedback memory: a view over the run's history that goes back into the next prompt.
+
+Two parts, as in the method (arXiv 2603.12091):
+- the **elites**: the best designs so far, with their metrics;
+- a **sliding window of the last K diagnostic triples**: (problem identified, modification tried, outcome that
+  followed), where the outcome is a metric or the reason of a failure, rejection or duplicate.
+It is derived from the stored trials only, so a resumed search continues with exactly the same memory, and its size
+does not grow with the length of the search.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import dataclasses
+
+from llmnas_local.records import FLOPS_M, PARAMS_M, TEST_ACC, VAL_ACC, TrialRecord, TrialStatus
+
+if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
+    from llmnas_local.search.history import HistoryView
+
+DIAGNOSIS = "diagnosis"    # key of TrialRecord.llm holding {"problem": ..., "modification": ...}
+
+
+@dataclasses.dataclass(frozen=True)
+class Triple:
+    """One diagnostic triple of the sliding window."""
+
+    problem: str
+    modification: str
+    proposal: str
+    outcome: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Elite:
+    text: str
+    val_acc: float
+    params_m: float | None
+    flops_m: float | None
+
+
+def describe_outcome(trial: TrialRecord, best_val: float | None) -> str:
+    """One line that tells the model what became of a proposal."""
+    m = trial.metrics
+    if trial.status is TrialStatus.COMPLETE and VAL_ACC in m:
+        delta = "" if best_val is None else f" ({m[VAL_ACC] - best_val:+.2f} vs best {best_val:.2f})"
+        size = f", {m[PARAMS_M]:.3f}M params" if PARAMS_M in m else ""
+        return f"val_acc {m[VAL_ACC]:.2f}{delta}{size}"
+    if trial.status is TrialStatus.DUPLICATE:
+        prior = f" (val_acc {m[VAL_ACC]:.2f})" if VAL_ACC in m else ""
+        return f"already evaluated{prior}: wasted, propose something new"
+    if trial.status is TrialStatus.INVALID:
+        return f"invalid, not evaluated: {trial.error}"
+    if trial.status is TrialStatus.TIMEOUT:
+        return f"timed out: {trial.error}"
+    return f"failed: {trial.error}"
+
+
+class FeedbackMemory:
+    """What the LLM proposer remembers: derived from a :class:`HistoryView` on each call."""
+
+    def __init__(self, window: int = 5, elites: int = 5):
+        if window < 0 or elites < 0:
+            raise ValueError("memory window and elite count must be >= 0")
+        self.window, self.num_elites = window, elites
+
+    def elites(self, history: HistoryView) -> list[Elite]:
+        return [Elite(t.canonical or t.raw, t.metrics[VAL_ACC], t.metrics.get(PARAMS_M), t.metrics.get(FLOPS_M))
+                for t in history.best(self.num_elites)] if self.num_elites else []
+
+    def triples(self, history: HistoryView, best_val: float | None = None) -> list[Triple]:
+        """The last ``window`` trials as diagnostic triples, oldest first."""
+        if self.window == 0:
+            return []
+        if best_val is None:
+            best = history.best(1)
+            best_val = best[0].metrics[VAL_ACC] if best else None
+        out = []
+        for t in history.recent(self.window):
+            diagnosis = t.llm.get(DIAGNOSIS) or {}
+            out.append(Triple(problem=str(diagnosis.get("problem", "")),
+                              modification=str(diagnosis.get("modification", "")),
+                              proposal=t.canonical or t.raw, outcome=describe_outcome(t, best_val)))
+        return out
+
+    @staticmethod
+    def best_summary(history: HistoryView) -> str:
+        best = history.best(1)
+        if not best:
+            return "nothing evaluated yet"
+        m = best[0].metrics
+        test = f", test_acc {m[TEST_ACC]:.2f}" if TEST_ACC in m else ""
+        return f"val_acc {m[VAL_ACC]:.2f}{test}: {best[0].canonical}"

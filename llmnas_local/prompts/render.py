@@ -1,0 +1,79 @@
+"""Fill the prompt templates from the feedback memory. Output: chat messages (``[{"role", "content"}]``)."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.resources
+import string
+
+from llmnas_local.memory.feedback import Elite, Triple
+
+
+@functools.lru_cache(maxsize=None)
+def load_template(name: str) -> string.Template:
+    text = importlib.resources.files("llmnas_local.prompts").joinpath("templates", f"{name}.txt").read_text()
+    return string.Template(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptContext:
+    """Everything a prompt shows. Built by the LLM proposer from the history and its memory."""
+
+    task: str
+    description: str
+    examples: tuple[str, ...]
+    elites: tuple[Elite, ...]
+    triples: tuple[Triple, ...]
+    max_params_m: float | None = None
+    max_flops_m: float | None = None
+
+
+def _caps(ctx: PromptContext) -> str:
+    caps = []
+    if ctx.max_params_m is not None:
+        caps.append(f"at most {ctx.max_params_m:g}M parameters")
+    if ctx.max_flops_m is not None:
+        caps.append(f"at most {ctx.max_flops_m:g}M FLOPs per image")
+    return f" Constraints: {', '.join(caps)} (larger designs are rejected)." if caps else ""
+
+
+def _elites(elites: tuple[Elite, ...]) -> str:
+    if not elites:
+        return "(none yet)"
+    lines = []
+    for i, e in enumerate(elites, 1):
+        size = f", {e.params_m:.3f}M params" if e.params_m is not None else ""
+        lines.append(f"{i}. {e.text}  -> val_acc {e.val_acc:.2f}{size}")
+    return "\n".join(lines)
+
+
+def _triples(triples: tuple[Triple, ...]) -> str:
+    if not triples:
+        return "(none yet)"
+    lines = []
+    for i, t in enumerate(triples, 1):
+        head = f"{i}. problem: {t.problem or '-'} | modification: {t.modification or '-'}"
+        lines.append(f"{head}\n   proposal: {t.proposal}\n   outcome: {t.outcome}")
+    return "\n".join(lines)
+
+
+def _fill(name: str, ctx: PromptContext, **extra: str) -> list[dict[str, str]]:
+    user = load_template(name).substitute(
+        task=ctx.task, caps=_caps(ctx), description=ctx.description.strip(),
+        examples="\n".join(ctx.examples), elites=_elites(ctx.elites), triples=_triples(ctx.triples), **extra)
+    return [{"role": "system", "content": load_template("system").substitute().strip()},
+            {"role": "user", "content": user.strip()}]
+
+
+def improver_messages(ctx: PromptContext) -> list[dict[str, str]]:
+    """The improver role: writes the diagnosis ``{problem, modification}`` as JSON."""
+    return _fill("improver", ctx)
+
+
+def generator_messages(ctx: PromptContext, diagnosis: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """The generator role: writes one architecture under the space's grammar, given the diagnosis."""
+    text = ""
+    if diagnosis:
+        text = (f"\nDiagnosis: {diagnosis.get('problem', '').strip()}\n"
+                f"Apply this modification: {diagnosis.get('modification', '').strip()}\n")
+    return _fill("generator", ctx, diagnosis=text)

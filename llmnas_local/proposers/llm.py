@@ -1,0 +1,121 @@
+"""The LLM proposer: a local open-weight model proposes architectures under the space's grammar, guided by a
+feedback memory built from the run's history.
+
+Two roles, as in the method (arXiv 2603.12091): the *improver* reads the memory and writes a diagnosis
+``{problem, modification}`` as JSON under a schema; the *generator* writes DSL strings under the grammar, given that
+diagnosis. Each part is a switch for ablations (improver on/off, memory window K, elites on/off). One generator call
+asks for several candidates; the search loop answers the ones it already knows from the store and the memory shows
+them to the model as "already evaluated".
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from typing import Any, TYPE_CHECKING
+
+from llmnas_local.llm.base import Constraint
+from llmnas_local.memory.feedback import DIAGNOSIS, FeedbackMemory
+from llmnas_local.prompts import PromptContext, generator_messages, improver_messages
+from llmnas_local.proposers.base import BaseProposer, Proposal
+
+if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
+    from llmnas_local.search.history import HistoryView
+
+DIAGNOSIS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"problem": {"type": "string", "maxLength": 240},
+                   "modification": {"type": "string", "maxLength": 240}},
+    "required": ["problem", "modification"],
+    "additionalProperties": False,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMProposerConfig:
+    """Settings of the LLM proposer. Every field changes what it proposes, so all are part of the run's identity."""
+
+    candidates: int = 4             # completions per generator call
+    window: int = 5                 # K: diagnostic triples in the prompt (0 = no memory)
+    elites: int = 5                 # best designs in the prompt (0 = elites off)
+    improver: bool = True           # the diagnosis role on/off
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 256           # one architecture string: the cnn grammar bounds it to 219 characters
+    improver_max_tokens: int = 200
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1:
+            raise ValueError("candidates must be >= 1")
+        if self.window < 0 or self.elites < 0:
+            raise ValueError("memory window and elites must be >= 0")
+
+
+class LLMProposer(BaseProposer):
+    name = "llm"
+
+    def __init__(self, backend, config: LLMProposerConfig = LLMProposerConfig(), improver_backend=None):
+        self.backend = backend
+        self.improver_backend = improver_backend or backend
+        self.config = config
+        self.memory = FeedbackMemory(window=config.window, elites=config.elites)
+
+    def settings(self) -> dict[str, Any]:
+        s = dataclasses.asdict(self.config)
+        s["backend"], s["model"] = self.backend.name, str(self.backend.model)
+        if self.improver_backend is not self.backend:
+            s["improver_model"] = str(self.improver_backend.model)
+        return s
+
+    def context(self, history: HistoryView) -> PromptContext:
+        space, c = history.space, history.constraints
+        return PromptContext(task=history.task or "image classification", description=space.describe(), examples=tuple(space.examples()),
+                             elites=tuple(self.memory.elites(history)), triples=tuple(self.memory.triples(history)),
+                             max_params_m=c.max_params_m, max_flops_m=c.max_flops_m)
+
+    def propose(self, history: HistoryView, n: int, rng: random.Random) -> list[Proposal]:
+        t0 = time.perf_counter()
+        ctx = self.context(history)
+        meta: dict[str, Any] = {"backend": self.backend.name, "model": str(self.backend.model)}
+        diagnosis = None
+        if self.config.improver:
+            diagnosis, improver_meta = self._diagnose(ctx, rng)
+            meta.update(improver_meta)
+        messages = generator_messages(ctx, diagnosis)
+        [gen] = self.backend.generate([messages], Constraint(grammar=history.space.grammar()),
+                                      n=max(n, self.config.candidates), max_tokens=self.config.max_tokens,
+                                      temperature=self.config.temperature, top_p=self.config.top_p,
+                                      seed=rng.randrange(2**31))
+        best = history.best(1)
+        parent = best[0].arch_hash if best else None
+        share = (time.perf_counter() - t0) / max(1, len(gen.completions))
+        prompt = json.dumps(messages, ensure_ascii=False)
+        proposals = []
+        for c in gen.completions:
+            llm = {**meta, "prompt": prompt, "raw_output": c.text, "tokens_in": gen.tokens_in,
+                   "tokens_out": c.tokens_out, "gen_s": gen.gen_s, "finish_reason": c.finish_reason,
+                   DIAGNOSIS: diagnosis or {}}
+            proposals.append(Proposal(c.text.strip(), parent_hash=parent, llm=llm, propose_s=share))
+        return proposals
+
+    def _diagnose(self, ctx: PromptContext, rng: random.Random) -> tuple[dict[str, str] | None, dict[str, Any]]:
+        """One improver call. A malformed answer is recorded and the generator runs without a diagnosis."""
+        [gen] = self.improver_backend.generate([improver_messages(ctx)], Constraint(json_schema=DIAGNOSIS_SCHEMA),
+                                               n=1, max_tokens=self.config.improver_max_tokens,
+                                               temperature=self.config.temperature, top_p=self.config.top_p,
+                                               seed=rng.randrange(2**31))
+        text = gen.completions[0].text if gen.completions else ""
+        meta = {"improver_tokens_in": gen.tokens_in, "improver_tokens_out": sum(c.tokens_out for c in gen.completions),
+                "improver_s": gen.gen_s}
+        try:
+            d = json.loads(text)
+            return {"problem": str(d["problem"]).strip(), "modification": str(d["modification"]).strip()}, meta
+        except (ValueError, KeyError, TypeError):
+            meta["improver_error"] = f"unparseable diagnosis: {text[:200]!r}"
+            return None, meta
+
+    def close(self) -> None:
+        self.backend.close()
+        if self.improver_backend is not self.backend:
+            self.improver_backend.close()

@@ -1,0 +1,253 @@
+"""The search loop: ``ask()`` / ``tell()`` under ``run(budget)``.
+
+One object wires the loop (Optuna's ``Study``): it owns the store, turns proposals into trials, answers what the store
+already knows, and hands the rest to the evaluator. Proposers only read a :class:`HistoryView`.
+
+- The budget counts *distinct evaluations* of this run: architectures this run has not proposed before, evaluated now
+  or answered by an identical evaluation that another run stored. Invalid proposals and in-run duplicates are recorded
+  but do not count.
+- Every finished trial is one durable store commit. A crash loses at most the evaluations in flight; running the same
+  search again (same run id: same space, proposer settings, recipe and seed) continues where it stopped.
+- ``ask()`` may be called several times before the matching ``tell()``s, which may come in any order: evaluations can
+  run in parallel (``run(..., workers=N)`` uses a thread pool; the training evaluator runs each trial in its own
+  process). Sequence numbers are given in the order trials finish.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import dataclasses
+import hashlib
+import json
+import random
+import time
+from typing import Any, Callable, Iterator
+
+from llmnas_local.dsl.base import BaseSpace, DslError, SemanticError
+from llmnas_local.evaluators.base import BaseEvaluator
+from llmnas_local.proposers.base import BaseProposer, Proposal
+from llmnas_local.records import (BUILD_S, EVAL_S, PROPOSE_S, VAL_ACC, Outcome, RunRecord, TrialRecord,
+                                  TrialStatus)
+from llmnas_local.search.history import HistoryView
+from llmnas_local.store.base import BaseStore, StoreError
+
+
+class SearchStalled(RuntimeError):
+    """The proposer kept proposing what cannot be evaluated (invalid or known) for too long."""
+
+
+@dataclasses.dataclass
+class PendingTrial:
+    """A proposal that passed every check and waits for its evaluation."""
+
+    proposal: Proposal
+    spec: Any
+    canonical: str
+    arch_hash: str
+    precheck_metrics: dict[str, float]
+    build_s: float
+    asked_at: float = dataclasses.field(default_factory=time.monotonic)
+
+
+def make_run_id(space: str, proposer: str, proposer_settings: dict, recipe_hash: str, seed: int) -> str:
+    """A run id that is a function of everything that defines the run, so the same command resumes the same run."""
+    factors = json.dumps([space, proposer, proposer_settings, recipe_hash, seed], sort_keys=True, default=str)
+    return f"{proposer}-s{seed}-{hashlib.sha256(factors.encode()).hexdigest()[:10]}"
+
+
+class Search:
+    """Wires a space, a proposer, an evaluator and a store into one resumable run."""
+
+    def __init__(self, space: BaseSpace, proposer: BaseProposer, evaluator: BaseEvaluator, store: BaseStore,
+                 *, seed: int = 0, run_id: str | None = None, max_stall: int = 200):
+        self.space, self.proposer, self.evaluator, self.store = space, proposer, evaluator, store
+        self.seed = seed
+        self.max_stall = max_stall
+        self.recipe_hash = evaluator.recipe_hash()
+        settings = proposer.settings()
+        self.run_id = run_id or make_run_id(space.name, proposer.name, settings, self.recipe_hash, seed)
+        run = store.get_run(self.run_id)
+        if run is None:
+            run = RunRecord(run_id=self.run_id, space=space.name, proposer=proposer.name,
+                            proposer_settings=settings, evaluator=evaluator.name, recipe=evaluator.recipe(),
+                            recipe_hash=self.recipe_hash, seed=seed)
+            store.put_run(run)
+        elif (run.space, run.proposer, run.recipe_hash, run.seed) != (space.name, proposer.name, self.recipe_hash,
+                                                                      seed):
+            raise StoreError(f"run {self.run_id!r} in this store was started with other settings "
+                             f"(space {run.space}, proposer {run.proposer}, seed {run.seed}); use another run id")
+        self.run_record = run
+        self.history = HistoryView(space, evaluator.constraints, store.trials(self.run_id),
+                                   task=evaluator.describe_task())
+        self._queue: collections.deque[Proposal] = collections.deque()
+        self._pending: dict[str, PendingTrial] = {}
+        self._n_evaluated = sum(n for s, n in self.history.status_counts.items() if s.evaluated)
+        self._stall = 0
+
+    # -- counts -----------------------------------------------------------------------------------------------------
+    @property
+    def num_evaluated(self) -> int:
+        """Distinct evaluations of this run so far (what the budget counts)."""
+        return self._n_evaluated
+
+    def counts(self) -> dict[str, int]:
+        c = self.history.status_counts
+        return {s.name.lower(): c[s] for s in TrialStatus if s is not TrialStatus.PENDING}
+
+    def best(self) -> TrialRecord | None:
+        best = self.history.best(1)
+        return best[0] if best else None
+
+    # -- ask / tell ---------------------------------------------------------------------------------------------------
+    def ask(self, budget: int | None = None) -> PendingTrial | None:
+        """The next trial to evaluate, or None once ``budget`` distinct evaluations are done or in flight.
+
+        Proposals that need no evaluation (unparseable, rejected by a check, already known) are recorded here.
+        Raises :class:`SearchStalled` after ``max_stall`` such proposals in a row.
+        """
+        while budget is None or self._n_evaluated + len(self._pending) < budget:
+            proposal = self._next_proposal()
+            pending = self._triage(proposal)
+            if pending is not None:
+                self._stall = 0
+                self._pending[pending.arch_hash] = pending
+                return pending
+            self._stall += 1
+            if self._stall >= self.max_stall:
+                raise SearchStalled(f"{self._stall} proposals in a row were invalid or already known; "
+                                    f"stopping after {self.num_evaluated} evaluations")
+        return None
+
+    def tell(self, pending: PendingTrial, outcome: Outcome) -> TrialRecord:
+        """Record the outcome of an asked trial (one durable commit)."""
+        self._pending.pop(pending.arch_hash, None)
+        metrics = {**pending.precheck_metrics, **outcome.metrics}
+        timings = {PROPOSE_S: pending.proposal.propose_s, BUILD_S: pending.build_s, **outcome.timings}
+        return self._record(pending.proposal, outcome.status, pending.canonical, pending.arch_hash,
+                            metrics=metrics, error=outcome.error, timings=timings)
+
+    def evaluate(self, pending: PendingTrial) -> Outcome:
+        """Run the evaluator on a pending trial (thread-safe when the evaluator is)."""
+        t0 = time.perf_counter()
+        outcome = self.evaluator.evaluate(self.space, pending.spec)
+        timings = {EVAL_S: time.perf_counter() - t0, **outcome.timings}
+        return dataclasses.replace(outcome, timings=timings)
+
+    # -- run ------------------------------------------------------------------------------------------------------------
+    def run(self, budget: int, *, workers: int = 1,
+            callback: Callable[["Search", TrialRecord], None] | None = None) -> TrialRecord | None:
+        """Evaluate until the run has ``budget`` distinct evaluations; returns the best trial by validation accuracy.
+
+        ``callback(search, trial)`` is called after every recorded trial (progress bars, logging).
+        """
+        self._callback = callback
+        try:
+            if workers <= 1:
+                while (pending := self.ask(budget)) is not None:
+                    self.tell(pending, self.evaluate(pending))
+            else:
+                self._run_parallel(budget, workers)
+        finally:
+            self._callback = None
+        return self.best()
+
+    def _run_parallel(self, budget: int, workers: int) -> None:
+        with cf.ThreadPoolExecutor(max_workers=workers) as pool:
+            futures: dict[cf.Future, PendingTrial] = {}
+            while True:
+                while len(futures) < workers and (pending := self.ask(budget)) is not None:
+                    futures[pool.submit(self.evaluate, pending)] = pending
+                if not futures:
+                    return
+                done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+                for fut in done:
+                    self.tell(futures.pop(fut), fut.result())
+
+    # -- internals ------------------------------------------------------------------------------------------------------
+    _callback: Callable[["Search", TrialRecord], None] | None = None
+
+    def _next_proposal(self) -> Proposal:
+        if not self._queue:
+            # Seeded by (seed, call number, trials so far): a resumed run draws what the original would have drawn.
+            rng = random.Random(f"{self.seed}:{len(self.history)}:{len(self._pending)}")
+            t0 = time.perf_counter()
+            proposals = self.proposer.propose(self.history, 1, rng)
+            elapsed = time.perf_counter() - t0
+            if not proposals:
+                raise SearchStalled(f"proposer {self.proposer.name!r} returned no proposal")
+            share = elapsed / len(proposals)
+            self._queue.extend(dataclasses.replace(p, propose_s=p.propose_s or share) for p in proposals)
+        return self._queue.popleft()
+
+    def _triage(self, proposal: Proposal) -> PendingTrial | None:
+        """Parse, hash and check a proposal; record it and return None unless it needs an evaluation."""
+        try:
+            spec = self.space.parse(proposal.text)
+        except DslError as e:
+            self._record(proposal, TrialStatus.INVALID, None, None, error=f"parse error {e}")
+            return None
+        canonical, arch_hash = self.space.canonical(spec), self.space.arch_hash(spec)
+        known = self.history.known(arch_hash)
+        if known is not None:
+            self._record(proposal, TrialStatus.DUPLICATE, canonical, arch_hash, metrics=dict(known.metrics),
+                         error=f"already evaluated in this run as trial {known.seq} ({known.status.name.lower()})")
+            return None
+        if arch_hash in self._pending:
+            self._record(proposal, TrialStatus.DUPLICATE, canonical, arch_hash, error="already being evaluated")
+            return None
+        stored = self.store.get_outcome(arch_hash, self.recipe_hash)
+        if stored is not None:
+            self._record(proposal, stored.status, canonical, arch_hash, metrics=dict(stored.metrics),
+                         error=stored.error, timings=dict(stored.timings), from_store=True)
+            return None
+        t0 = time.perf_counter()
+        try:
+            metrics = self.evaluator.precheck(self.space, spec)
+        except SemanticError as e:
+            self._record(proposal, TrialStatus.INVALID, canonical, arch_hash, error=f"rejected: {e}")
+            return None
+        except Exception as e:  # a builder bug must not stop a days-long search: record it as the proposal's fault
+            self._record(proposal, TrialStatus.INVALID, canonical, arch_hash,
+                         error=f"build error: {type(e).__name__}: {_one_line(e)}")
+            return None
+        return PendingTrial(proposal, spec, canonical, arch_hash, metrics, time.perf_counter() - t0)
+
+    def _record(self, proposal: Proposal, status: TrialStatus, canonical: str | None, arch_hash: str | None, *,
+                metrics: dict | None = None, error: str = "", timings: dict | None = None,
+                from_store: bool = False) -> TrialRecord:
+        llm = dict(proposal.llm)
+        if "prompt" in llm:  # prompts are long and shared by several candidates: stored once, referenced by hash
+            llm["prompt_hash"] = self.store.put_text(llm.pop("prompt"))
+        trial = TrialRecord(run_id=self.run_id, seq=len(self.history), proposer=self.proposer.name,
+                            raw=proposal.text, status=status, canonical=canonical, arch_hash=arch_hash,
+                            recipe_hash=self.recipe_hash, parent_hash=proposal.parent_hash,
+                            metrics=metrics or {}, error=_one_line(error),
+                            timings=timings or {PROPOSE_S: proposal.propose_s}, llm=llm,
+                            from_store=from_store)
+        self.store.record_trial(trial)
+        self.history._append(trial)
+        if status.evaluated:
+            self._n_evaluated += 1
+        if self._callback is not None:
+            self._callback(self, trial)
+        return trial
+
+
+def _one_line(e: object, limit: int = 500) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def iter_best_so_far(trials: list[TrialRecord], metric: str = VAL_ACC) -> Iterator[tuple[int, TrialRecord]]:
+    """(number of distinct evaluations, best trial so far by ``metric``) after each evaluation of a run."""
+    best: TrialRecord | None = None
+    n = 0
+    for t in trials:
+        if not t.status.evaluated:
+            continue
+        n += 1
+        if t.status is TrialStatus.COMPLETE and metric in t.metrics and (
+                best is None or t.metrics[metric] > best.metrics[metric]):
+            best = t
+        if best is not None:
+            yield n, best

@@ -1,0 +1,83 @@
+"""The command line: what the README promises, and one clear line with exit code 2 for bad input."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from llmnas_local.cli.main import cli
+
+RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_dsl_grammar_check_and_sample():
+    grammar = run("dsl", "grammar", "nb201")
+    assert grammar.exit_code == 0 and "root ::=" in grammar.output
+    ok = run("dsl", "check", "nb201", RESNET_CELL)
+    assert ok.exit_code == 0
+    assert "canonical: |none~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|nor_conv_3x3~2|" in ok.output
+    assert "params:    0.559386 M" in ok.output  # arch 11472: params_M_c10 (the cell as written is built)
+    sample = run("dsl", "sample", "cnn", "-n", 3, "--seed", 0)
+    assert sample.exit_code == 0 and len(sample.output.splitlines()) == 3
+    assert sample.output == run("dsl", "sample", "cnn", "-n", 3, "--seed", 0).output
+
+
+@pytest.mark.parametrize("args, message", [
+    (("dsl", "check", "nb201", "|nor_conv_3x3~0|+|"), "invalid: at position"),
+    (("dsl", "check", "nb201", "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"), "rejected:"),
+    (("dsl", "check", "nosuch", "x"), "unknown search space 'nosuch'"),
+])
+def test_bad_dsl_input_is_one_line_and_exit_2(args, message):
+    r = CliRunner().invoke(cli, list(args))
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_search_top_show_export_on_the_table(tmp_path, nb201_csv):
+    store = tmp_path / "evo"
+    r = run("search", "--space", "nb201", "--table", nb201_csv, "--proposer", "evolution", "--budget", 30,
+            "--seed", 0, "--store", store, "-q")
+    assert r.exit_code == 0, r.output
+    assert "30 evaluations" in r.output and "best (by validation): val_acc" in r.output
+    again = run("search", "--space", "nb201", "--table", nb201_csv, "--proposer", "evolution", "--budget", 30,
+                "--seed", 0, "--store", store, "-q")
+    assert "resuming run" in again.output and "30 evaluations" in again.output
+    top = run("top", store, "-k", 3)
+    summary, header, *rows = top.output.splitlines()
+    assert top.exit_code == 0 and "complete 30" in summary and "val_acc" in header and len(rows) == 3
+    arch_hash = rows[0].split()[5]
+    show = run("show", store, arch_hash)
+    assert show.exit_code == 0 and "canonical: |" in show.output
+    rows = list(csv.DictReader(io.StringIO(run("export", store, "--format", "csv").output)))
+    assert len(rows) >= 30 and {"val_acc", "test_acc", "status"} <= set(rows[0])
+    lines = run("export", store, "--format", "jsonl").output.splitlines()
+    assert len(lines) == len(rows) and json.loads(lines[0])["run_id"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("search", "--space", "nb201"), "give --table PATH"),
+    (("search", "--space", "nb201", "--table", "/nonexistent.csv"), "/nonexistent.csv"),
+    (("search", "--data", "/no/such/data"), "/no/such/data"),
+    (("search", "--proposer", "nosuch", "--space", "cnn"), "unknown proposer 'nosuch'"),
+])
+def test_bad_search_input_is_one_line_and_exit_2(tmp_path, args, message):
+    r = CliRunner().invoke(cli, [*args, "--store", str(tmp_path / "s"), "-q"])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_reading_a_path_that_is_not_a_store(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("hello")
+    r = CliRunner().invoke(cli, ["top", str(tmp_path / "junk")])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    r = CliRunner().invoke(cli, ["top", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "no store" in r.output

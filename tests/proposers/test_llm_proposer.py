@@ -1,0 +1,94 @@
+"""The LLM proposer's prompt and memory logic, with a fake backend (real-model tests live in tests/llm and
+tests/search/test_llm_search.py)."""
+from __future__ import annotations
+
+import json
+import random
+
+from llmnas_local.dsl import get_space
+from llmnas_local.llm.base import BaseBackend, Completion, Generation
+from llmnas_local.memory.feedback import DIAGNOSIS
+from llmnas_local.proposers.llm import DIAGNOSIS_SCHEMA, LLMProposer, LLMProposerConfig
+from llmnas_local.search import Search
+from llmnas_local.store import MemoryStore
+from tests.search.test_study import RESNET_CELL, FakeScoreEvaluator
+
+
+class FakeBackend(BaseBackend):
+    """Answers the improver with a fixed diagnosis and the generator with scripted cells; records every call."""
+
+    name = "fake"
+
+    def __init__(self, cells):
+        super().__init__("fake-model")
+        self.cells = list(cells)
+        self.calls = []
+
+    def _generate(self, prompts, constraint, *, n, max_tokens, temperature, top_p, seed):
+        self.calls.append((prompts, constraint, n))
+        if constraint.json_schema is not None:
+            text = json.dumps({"problem": "too few convolutions", "modification": "use nor_conv_3x3 on edge 1"})
+            return [Generation([Completion(text, 20, "stop")] * n, 100, 0.1) for _ in prompts]
+        return [Generation([Completion(self.cells.pop(0), 30, "stop") for _ in range(n)], 200, 0.2) for _ in prompts]
+
+
+CELLS = [RESNET_CELL, RESNET_CELL, "|nor_conv_1x1~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|",
+         "not a cell", "|avg_pool_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"]
+NEW_CELLS = ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+             "|nor_conv_1x1~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+             "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+             "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+             "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_1x1~0|nor_conv_3x3~1|nor_conv_3x3~2|"]
+CELLS = CELLS + NEW_CELLS + NEW_CELLS
+
+
+def test_two_roles_candidates_and_records():
+    backend = FakeBackend(CELLS)
+    store = MemoryStore()
+    study = Search(get_space("nb201"), LLMProposer(backend, LLMProposerConfig(candidates=5)), FakeScoreEvaluator(),
+                   store)
+    study.run(budget=3)
+    first_improver, first_generator = backend.calls[0], backend.calls[1]
+    assert first_improver[1].json_schema == DIAGNOSIS_SCHEMA
+    assert first_generator[1].grammar == get_space("nb201").grammar()
+    assert first_generator[2] == 5
+    trials = study.history.trials
+    assert [t.status.name for t in trials[:5]] == ["COMPLETE", "DUPLICATE", "COMPLETE", "INVALID", "COMPLETE"]
+    t = trials[0]
+    assert t.llm[DIAGNOSIS]["modification"] == "use nor_conv_3x3 on edge 1"
+    assert t.llm["tokens_in"] == 200 and t.llm["tokens_out"] == 30 and t.llm["model"] == "fake-model"
+    assert "prompt" not in t.llm and "Apply this modification" in store.get_text(t.llm["prompt_hash"])
+
+
+def test_second_prompt_shows_the_memory_of_the_first_batch():
+    backend = FakeBackend(CELLS)
+    Search(get_space("nb201"), LLMProposer(backend, LLMProposerConfig(candidates=5)), FakeScoreEvaluator(),
+           MemoryStore()).run(budget=4)
+    second_generator_prompt = backend.calls[3][0][0][1]["content"]
+    assert "already evaluated" in second_generator_prompt          # the duplicate of the first batch
+    assert "invalid, not evaluated: parse error" in second_generator_prompt
+    assert "problem: too few convolutions" in second_generator_prompt
+
+
+def test_ablations_improver_off_and_no_memory():
+    backend = FakeBackend(CELLS)
+    prop = LLMProposer(backend, LLMProposerConfig(candidates=2, improver=False, window=0, elites=0))
+    Search(get_space("nb201"), prop, FakeScoreEvaluator(), MemoryStore()).run(budget=3)
+    assert all(call[1].grammar is not None for call in backend.calls)
+    last = backend.calls[-1][0][0][1]["content"]
+    assert last.count("(none yet)") == 2 and "Diagnosis" not in last
+    assert prop.settings()["improver"] is False and prop.settings()["window"] == 0
+
+
+def test_unparseable_diagnosis_is_recorded_and_generation_goes_on():
+    class BadImprover(FakeBackend):
+        def _generate(self, prompts, constraint, *, n, max_tokens, temperature, top_p, seed):
+            if constraint.json_schema is not None:
+                return [Generation([Completion('{"problem": "cut', 200, "length")], 10, 0.1)]
+            return super()._generate(prompts, constraint, n=n, max_tokens=max_tokens, temperature=temperature,
+                                     top_p=top_p, seed=seed)
+
+    prop = LLMProposer(BadImprover(CELLS), LLMProposerConfig(candidates=1))
+    [p] = prop.propose(Search(get_space("nb201"), prop, FakeScoreEvaluator(), MemoryStore()).history, 1,
+                       random.Random(0))
+    assert p.llm[DIAGNOSIS] == {} and p.llm["improver_error"].startswith("unparseable diagnosis")

@@ -1,0 +1,155 @@
+"""The search loop on the real nb201 space, a real store, and a fake evaluator (a deterministic score per cell)."""
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+
+import pytest
+
+from llmnas_local.dsl import Constraints, get_space
+from llmnas_local.evaluators.base import BaseEvaluator
+from llmnas_local.proposers import create_proposer
+from llmnas_local.proposers.base import BaseProposer, Proposal
+from llmnas_local.records import VAL_ACC, Outcome, TrialStatus
+from llmnas_local.search import Search, SearchStalled
+from llmnas_local.store import LmdbStore, MemoryStore
+
+
+class FakeScoreEvaluator(BaseEvaluator):
+    """Scores a cell by a hash of its text; counts its calls. No training, no table."""
+
+    name = "fake-score"
+
+    def __init__(self):
+        super().__init__(Constraints())
+        self.calls: list[str] = []
+        self.lock = threading.Lock()
+
+    def recipe(self):
+        return {"fake": 1}
+
+    def precheck(self, space, spec):
+        space.check(spec, self.constraints)
+        return {}
+
+    def evaluate(self, space, spec):
+        text = space.format(spec)
+        with self.lock:
+            self.calls.append(text)
+        score = int(hashlib.sha256(text.encode()).hexdigest()[:6], 16) % 10000 / 100
+        return Outcome(TrialStatus.COMPLETE, {VAL_ACC: score})
+
+
+class ScriptedProposer(BaseProposer):
+    """Proposes the given texts in order (a fake for loop tests)."""
+
+    name = "scripted"
+
+    def __init__(self, texts):
+        self.texts = list(texts)
+
+    def propose(self, history, n, rng):
+        return [Proposal(self.texts.pop(0))]
+
+
+RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
+ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+
+
+@pytest.fixture
+def space():
+    return get_space("nb201")
+
+
+def test_budget_counts_distinct_evaluations_and_duplicates_are_not_retrained(space):
+    texts = [RESNET_CELL, RESNET_CELL, "garbage", ALL_NONE,
+             "|nor_conv_1x1~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"]
+    ev = FakeScoreEvaluator()
+    study = Search(space, ScriptedProposer(texts), ev, MemoryStore(), seed=0)
+    study.run(budget=2)
+    statuses = [t.status for t in study.history.trials]
+    assert statuses == [TrialStatus.COMPLETE, TrialStatus.DUPLICATE, TrialStatus.INVALID, TrialStatus.INVALID,
+                        TrialStatus.COMPLETE]
+    assert len(ev.calls) == 2 and study.num_evaluated == 2
+    assert "parse error at position 0" in study.history.trials[2].error
+    assert study.history.trials[3].error.startswith("rejected:")
+    assert [t.seq for t in study.history.trials] == list(range(5))
+
+
+def test_resume_continues_the_same_run_without_reevaluating(tmp_path, space):
+    path = str(tmp_path / "store")
+    ev1 = FakeScoreEvaluator()
+    with LmdbStore(path) as st:
+        Search(space, create_proposer("evolution"), ev1, st, seed=3).run(budget=15)
+    ev2 = FakeScoreEvaluator()
+    with LmdbStore(path) as st:
+        study = Search(space, create_proposer("evolution"), ev2, st, seed=3)
+        assert study.num_evaluated == 15
+        study.run(budget=30)
+        resumed = [t.raw for t in st.trials(study.run_id)]
+    assert len(ev2.calls) == 15 and not set(ev1.calls) & set(ev2.calls)
+    # the same search done in one go proposes exactly the same sequence
+    ev3 = FakeScoreEvaluator()
+    one_go = Search(space, create_proposer("evolution"), ev3, MemoryStore(), seed=3)
+    one_go.run(budget=30)
+    assert [t.raw for t in one_go.history.trials] == resumed
+
+
+def test_another_run_reuses_stored_outcomes(space):
+    store, ev = MemoryStore(), FakeScoreEvaluator()
+    Search(space, create_proposer("random"), ev, store, seed=0).run(budget=10)
+    first = list(ev.calls)
+    again = Search(space, create_proposer("random"), ev, store, seed=0, run_id="second").run(budget=10)
+    assert ev.calls == first  # nothing trained twice: the second run was answered from the store
+    trials = list(store.trials("second"))
+    assert sum(t.from_store for t in trials if t.status.evaluated) == 10 and again is not None
+    assert all(t.from_store for t in trials if t.status is not TrialStatus.DUPLICATE)  # rejections too
+
+
+def test_parallel_workers_reach_the_budget_with_dense_sequence(space):
+    store, ev = MemoryStore(), FakeScoreEvaluator()
+    study = Search(space, create_proposer("random"), ev, store, seed=1)
+    study.run(budget=25, workers=4)
+    assert study.num_evaluated == 25 and len(set(ev.calls)) == 25
+    assert [t.seq for t in store.trials(study.run_id)] == list(range(len(study.history)))
+
+
+def test_a_proposer_that_only_repeats_itself_stalls_with_a_clear_error(space):
+    study = Search(space, ScriptedProposer([RESNET_CELL] * 50), FakeScoreEvaluator(), MemoryStore(), max_stall=10)
+    with pytest.raises(SearchStalled, match="10 proposals in a row"):
+        study.run(budget=5)
+    assert study.num_evaluated == 1
+
+
+def test_a_crashing_builder_is_recorded_as_invalid(space):
+    class BrokenPrecheck(FakeScoreEvaluator):
+        def precheck(self, space, spec):
+            raise RuntimeError("boom\nsecond line")
+
+    study = Search(space, ScriptedProposer([RESNET_CELL] * 3), BrokenPrecheck(), MemoryStore(), max_stall=3)
+    with pytest.raises(SearchStalled):
+        study.run(budget=1)
+    first = study.history.trials[0]
+    assert first.status is TrialStatus.INVALID and first.error == "build error: RuntimeError: boom second line"
+
+
+def test_evolution_reproduces_regularized_evolution_population_rules(space):
+    prop = create_proposer("evolution", population=5, tournament=2)
+    study = Search(space, prop, FakeScoreEvaluator(), MemoryStore(), seed=0)
+    study.run(budget=20)
+    children = [t for t in study.history.trials if t.parent_hash]
+    assert children, "after warm-up every proposal has a parent"
+    for t in children:
+        parent = next(p for p in study.history.trials if p.arch_hash == t.parent_hash)
+        diff = sum(a != b for a, b in zip(space.parse(parent.raw).ops, space.parse(t.raw).ops))
+        assert diff == 1
+
+
+def test_run_with_other_settings_under_the_same_id_is_refused(space):
+    from llmnas_local.store.base import StoreError
+
+    store = MemoryStore()
+    Search(space, create_proposer("random"), FakeScoreEvaluator(), store, seed=0, run_id="r").run(budget=2)
+    with pytest.raises(StoreError, match="other settings"):
+        Search(space, create_proposer("random"), FakeScoreEvaluator(), store, seed=1, run_id="r")
