@@ -1,0 +1,414 @@
+"""The durable store: one LMDB environment per store directory (see :class:`BaseStore` for the contract).
+
+Layout (named databases of one environment; every value is JSON, every key bytes)::
+
+    meta        b"kind" -> b"llmnas_local.store", b"format" -> b"1", b"trial_no" -> 8-byte BE count of all trials
+    runs        run_id -> RunRecord JSON
+    trials      run_id \\0 seq(8-byte BE) -> TrialRecord.dumps()       (a run's trials are one prefix, in seq order)
+    arch_index  arch_hash \\0 trial_no(8-byte BE) -> trials key        (oldest first across runs)
+    outcomes    arch_hash \\0 recipe_hash -> Outcome JSON              (first one wins, never overwritten)
+    texts       sha256 hex -> UTF-8 text
+
+Every write is one transaction committed with fsync (``sync=True``). The map starts at ``map_size`` and doubles on
+``MapFullError``; a process whose map is smaller than the file adopts the new size on ``MapResizedError``. Reads use
+short transactions (``trials()`` reads in chunks), so no transaction stays open between calls or between yields.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import lmdb
+
+from llmnas_local.records import Outcome, RunRecord, TrialRecord, TrialStatus
+from llmnas_local.store.base import FORMAT_VERSION, BaseStore, StoreError, stores_outcome, text_hash
+
+T = TypeVar("T")
+
+KIND = b"llmnas_local.store"
+_DBS = (b"meta", b"runs", b"trials", b"arch_index", b"outcomes", b"texts")
+_U64 = struct.Struct(">Q")
+_SEP = b"\x00"
+_MAX_KEY = 511                 # LMDB's default maximum key size
+_CHUNK = 2048                  # trials read per read transaction by trials()
+_MAX_MAP = 1 << 40             # growth stops at 1 TiB
+
+
+def _one_line(e: object) -> str:
+    return " ".join(str(e).split())
+
+
+def _key_part(value: str, what: str) -> bytes:
+    if not isinstance(value, str) or _SEP.decode() in value:
+        raise StoreError(f"{what} must be a string without NUL characters, got {value!r}")
+    return value.encode()
+
+
+def trial_key(run_id: str, seq: int) -> bytes:
+    if not 0 <= seq < 1 << 63:
+        raise StoreError(f"trial seq must be a non-negative int, got {seq!r}")
+    return run_prefix(run_id) + _U64.pack(seq)
+
+
+def run_prefix(run_id: str) -> bytes:
+    key = _key_part(run_id, "run id") + _SEP
+    if len(key) + 8 > _MAX_KEY:
+        raise StoreError(f"run id too long ({len(key) - 1} bytes, at most {_MAX_KEY - 9})")
+    return key
+
+
+def outcome_key(arch_hash: str, recipe_hash: str) -> bytes:
+    key = _key_part(arch_hash, "arch hash") + _SEP + _key_part(recipe_hash, "recipe hash")
+    if len(key) > _MAX_KEY:
+        raise StoreError(f"arch hash + recipe hash too long ({len(key)} bytes, at most {_MAX_KEY})")
+    return key
+
+
+# -- record codec: the records' own JSON, read and written faster than TrialRecord.loads/dumps --------------------------
+try:                                   # optional: orjson parses the same JSON about 2x faster
+    from orjson import loads as _fast_loads
+except ImportError:                    # pragma: no cover - depends on the environment
+    _fast_loads = json.loads
+
+_TRIAL_NAMES = tuple(f.name for f in dataclasses.fields(TrialRecord))
+_TRIAL_FIELDS = frozenset(_TRIAL_NAMES)
+_STATUS = {int(s): s for s in TrialStatus}
+_FAST_NEW = not hasattr(TrialRecord, "__post_init__") and not hasattr(TrialRecord, "__slots__")
+
+
+def _loads(raw: bytes):
+    try:
+        return _fast_loads(raw)
+    except ValueError:                 # orjson refuses NaN/Infinity, which json writes (a diverged loss): json takes them
+        return json.loads(raw)
+
+
+def _make_trial(d: dict) -> TrialRecord:
+    return _make_trials([d])[0]
+
+
+def _make_trials(ds: list[dict], fields=_TRIAL_FIELDS, statuses=_STATUS, new=object.__new__,
+                 set_attr=object.__setattr__) -> list[TrialRecord]:
+    """``[TrialRecord.from_json(d) for d in ds]``. A record with exactly the current fields skips the frozen dataclass
+    ``__init__`` (one ``object.__setattr__`` per field) and takes ``d`` as its ``__dict__``; any other record (an older
+    one, a bad status) goes through ``from_json``. Arguments are bound as defaults: this loop runs 100,000 times."""
+    out = []
+    append = out.append
+    for d in ds:
+        if _FAST_NEW and d.keys() == fields and (status := statuses.get(d["status"])) is not None:
+            d["status"] = status
+            trial = new(TrialRecord)
+            set_attr(trial, "__dict__", d)
+            append(trial)
+        else:
+            append(TrialRecord.from_json(d))
+    return out
+
+
+def load_trial(raw: bytes) -> TrialRecord:
+    """``TrialRecord.loads(raw)``, faster."""
+    return _make_trial(_loads(raw))
+
+
+def load_trials(raws: list[bytes]) -> list[TrialRecord]:
+    """``[TrialRecord.loads(r) for r in raws]``, faster."""
+    if not raws:
+        return []
+    with _gc_paused():
+        return _load_array(b"[" + b",".join(raws) + b"]")
+
+
+def _load_array(blob: bytes) -> list[TrialRecord]:
+    """The trials of a JSON array of records: one array is parsed, so its keys are shared."""
+    return _make_trials(_loads(blob))
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while records are read: they hold no cycles, and its passes over the records
+    read so far (triggered by the allocations of the next ones) took a third of the time of loading a large run."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def dump_trial(trial: TrialRecord) -> bytes:
+    """``trial.dumps()``, the same bytes, without ``dataclasses.asdict``'s deep copy (which is 80% of its time)."""
+    d = {name: getattr(trial, name) for name in _TRIAL_NAMES}
+    d["status"] = int(trial.status)
+    try:
+        return _dumps(d)
+    except TypeError:           # a value JSON does not take as it is (a tuple key, a nested dataclass): the slow way
+        return trial.dumps()
+
+
+def _dumps(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+class LmdbStore(BaseStore):
+    """A store in the directory ``path`` (created if missing, unless ``readonly``).
+
+    ``readonly=True`` opens an existing store for reading, alongside the process that writes it; it sees every commit.
+    ``map_size`` is the initial map size in bytes (the map grows by itself). ``durable=False`` skips the fsync of each
+    commit (one at close instead): for bulk loads and benchmarks only, as a machine crash may lose the last commits.
+    """
+
+    def __init__(self, path: str | os.PathLike, readonly: bool = False, *, map_size: int = 64 << 20,
+                 durable: bool = True):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._env: lmdb.Environment | None = None
+        self._check_path()
+        try:
+            env = lmdb.open(str(self.path), map_size=map_size, subdir=True, readonly=readonly, lock=True,
+                            create=not readonly, max_dbs=len(_DBS) + 2, max_readers=126, sync=durable, metasync=durable,
+                            meminit=False)
+        except lmdb.Error as e:
+            raise StoreError(f"{self.path}: cannot open as a store: {_one_line(e)}") from None
+        try:
+            env.reader_check()        # free reader slots of killed processes (they would pin old pages)
+            self._dbs = self._open_dbs(env)
+        except BaseException:
+            env.close()
+            raise
+        self._env = env
+        self._meta, self._runs, self._trials, self._arch, self._outcomes, self._texts = self._dbs
+
+    # -- opening ------------------------------------------------------------------------------------------------------
+    def _check_path(self) -> None:
+        p = self.path
+        if not p.exists():
+            if self.readonly:
+                raise StoreError(f"no store at {p}")
+            try:
+                p.mkdir(parents=True)
+            except OSError as e:
+                raise StoreError(f"{p}: cannot create the store directory: {e.strerror}") from None
+            return
+        if not p.is_dir():
+            raise StoreError(f"{p}: not a store (a file, not a store directory)")
+        names = set(os.listdir(p))
+        if "data.mdb" not in names:
+            if names - {"lock.mdb"}:
+                raise StoreError(f"{p}: not a store (the directory holds other files and no data.mdb)")
+            if self.readonly:
+                raise StoreError(f"no store at {p}")
+
+    def _open_dbs(self, env: lmdb.Environment) -> tuple:
+        p = self.path
+        try:
+            meta = env.open_db(b"meta", create=False)
+        except lmdb.Error:
+            with env.begin() as txn:
+                empty = txn.stat()["entries"] == 0
+            if empty and not self.readonly:      # a fresh environment (or one whose creation never committed)
+                return self._create(env)
+            raise StoreError(f"{p}: not a store (an LMDB environment without llmnas_local meta)") from None
+        with env.begin() as txn:
+            kind, fmt = txn.get(b"kind", db=meta), txn.get(b"format", db=meta)
+        if kind != KIND or fmt is None or not fmt.isdigit():
+            raise StoreError(f"{p}: not a store (LMDB meta has no llmnas_local kind/format)")
+        if int(fmt) > FORMAT_VERSION:
+            raise StoreError(f"{p}: store format {int(fmt)} is newer than this llmnas_local reads "
+                             f"(format {FORMAT_VERSION}); upgrade llmnas_local")
+        try:
+            return tuple(env.open_db(name, create=False) for name in _DBS)
+        except lmdb.Error:
+            raise StoreError(f"{p}: damaged store (a named database is missing)") from None
+
+    def _create(self, env: lmdb.Environment) -> tuple:
+        with env.begin(write=True) as txn:
+            dbs = tuple(env.open_db(name, txn=txn, create=True) for name in _DBS)
+            txn.put(b"kind", KIND, db=dbs[0])
+            txn.put(b"format", str(FORMAT_VERSION).encode(), db=dbs[0])
+            txn.put(b"trial_no", _U64.pack(0), db=dbs[0])
+        return dbs
+
+    # -- transactions -------------------------------------------------------------------------------------------------
+    @property
+    def env(self) -> lmdb.Environment:
+        if self._env is None:
+            raise StoreError(f"{self.path}: store is closed")
+        return self._env
+
+    def _read(self, fn: Callable[[lmdb.Transaction], T], buffers: bool = False) -> T:
+        env = self.env
+        while True:
+            try:
+                with env.begin(buffers=buffers) as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:     # another process grew the map past ours: adopt its size
+                env.set_mapsize(0)
+
+    def _write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        env = self.env
+        if self.readonly:
+            raise StoreError(f"{self.path}: store opened read-only")
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapFullError:
+                size = env.info()["map_size"] * 2
+                if size > _MAX_MAP:
+                    raise StoreError(f"{self.path}: store map would exceed {_MAX_MAP >> 30} GiB") from None
+                env.set_mapsize(size)
+            except lmdb.MapResizedError:
+                env.set_mapsize(0)
+
+    # -- runs -----------------------------------------------------------------------------------------------------------
+    def put_run(self, run: RunRecord) -> None:
+        key = run_prefix(run.run_id)[:-1]
+
+        def put(txn: lmdb.Transaction) -> None:
+            if not txn.put(key, _dumps(run.to_json()), overwrite=False, db=self._runs):
+                raise StoreError(f"run {run.run_id!r} already exists in {self.path}")
+        self._write(put)
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        key = run_prefix(run_id)[:-1]
+        raw = self._read(lambda txn: txn.get(key, db=self._runs))
+        return None if raw is None else RunRecord.from_json(json.loads(raw))
+
+    def list_runs(self) -> list[RunRecord]:
+        raws = self._read(lambda txn: list(txn.cursor(db=self._runs).iternext(keys=False)))
+        return [RunRecord.from_json(json.loads(r)) for r in raws]
+
+    # -- trials ---------------------------------------------------------------------------------------------------------
+    def record_trial(self, trial: TrialRecord) -> None:
+        key = trial_key(trial.run_id, trial.seq)
+        value = dump_trial(trial)
+        okey = outcome_key(trial.arch_hash, trial.recipe_hash) if stores_outcome(trial) else None
+        akey = _key_part(trial.arch_hash, "arch hash") + _SEP if trial.arch_hash is not None else None
+        if akey is not None and len(akey) + 8 > _MAX_KEY:
+            raise StoreError(f"arch hash too long ({len(akey) - 1} bytes)")
+
+        def write(txn: lmdb.Transaction) -> None:
+            if txn.get(_key_part(trial.run_id, "run id"), db=self._runs) is None:
+                raise StoreError(f"trial of unknown run {trial.run_id!r}: put_run first")
+            if txn.get(key, db=self._trials) is not None:
+                raise StoreError(f"trial {trial.seq} of run {trial.run_id!r} exists; finished trials are immutable")
+            n = self._count(txn, trial.run_id)
+            if trial.seq != n:
+                raise StoreError(f"trial seq {trial.seq} of run {trial.run_id!r} breaks density: the next seq is {n}")
+            last = txn.cursor(db=self._trials)
+            # Appending (the newest run's trials) fills pages instead of splitting them in half: half the size.
+            txn.put(key, value, append=not last.last() or last.key() < key, db=self._trials)
+            if akey is not None:
+                no = _U64.unpack(txn.get(b"trial_no", db=self._meta))[0]
+                txn.put(akey + _U64.pack(no), key, db=self._arch)
+                txn.put(b"trial_no", _U64.pack(no + 1), db=self._meta)
+            if okey is not None:
+                outcome = Outcome(trial.status, trial.metrics, trial.error, trial.timings)
+                txn.put(okey, _dumps(outcome.to_json()), overwrite=False, db=self._outcomes)
+        self._write(write)
+
+    def _count(self, txn: lmdb.Transaction, run_id: str) -> int:
+        """Trials of a run: one past the last seq under its prefix (seqs are dense). O(log n)."""
+        prefix = run_prefix(run_id)
+        cur = txn.cursor(db=self._trials)
+        # The first key after the run's prefix range is prefix[:-1] + b"\x01"; the one before it is the run's last.
+        found = cur.set_range(prefix[:-1] + b"\x01")
+        if not (cur.prev() if found else cur.last()):
+            return 0
+        last = cur.key()
+        if not last.startswith(prefix) or len(last) != len(prefix) + 8:
+            return 0
+        return _U64.unpack_from(last, len(prefix))[0] + 1
+
+    def num_trials(self, run_id: str) -> int:
+        return self._read(lambda txn: self._count(txn, run_id))
+
+    def trials(self, run_id: str | None = None) -> Iterator[TrialRecord]:
+        prefix = b"" if run_id is None else run_prefix(run_id)
+        start = prefix
+        while True:
+            with _gc_paused():
+                blob, count, last = self._read(lambda txn: self._scan(txn, start, prefix), buffers=True)
+                chunk = _load_array(blob) if count else []
+            yield from chunk
+            if count < _CHUNK:
+                return
+            start = last + _SEP      # the smallest key after the last one read
+
+    def _scan(self, txn: lmdb.Transaction, start: bytes, prefix: bytes) -> tuple[bytes, int, bytes]:
+        """Up to _CHUNK trial values from ``start`` on, under ``prefix``: as one JSON array, copied once out of the
+        map (the transaction gives buffers), with their number and the key of the last one."""
+        cur = txn.cursor(db=self._trials)
+        parts: list = [b"["]
+        last = b""
+        if cur.set_range(start):
+            n = len(prefix)
+            for key, value in cur.iternext():
+                if key[:n] != prefix:
+                    break
+                parts += (value, b",")
+                last = key
+                if len(parts) == 2 * _CHUNK + 1:
+                    break
+        count = (len(parts) - 1) // 2
+        if not count:
+            return b"", 0, b""
+        parts[-1] = b"]"
+        return b"".join(parts), count, bytes(last)
+
+    def trials_of_arch(self, arch_hash: str) -> list[TrialRecord]:
+        prefix = _key_part(arch_hash, "arch hash") + _SEP
+        if len(prefix) + 8 > _MAX_KEY:
+            return []
+
+        def read(txn: lmdb.Transaction) -> list[bytes]:
+            cur = txn.cursor(db=self._arch)
+            if not cur.set_range(prefix):
+                return []
+            keys = []
+            for key, tkey in cur.iternext():
+                if not key.startswith(prefix):
+                    break
+                keys.append(tkey)
+            return [txn.get(k, db=self._trials) for k in keys]
+        return load_trials(self._read(read))
+
+    # -- outcomes -------------------------------------------------------------------------------------------------------
+    def get_outcome(self, arch_hash: str, recipe_hash: str) -> Outcome | None:
+        key = outcome_key(arch_hash, recipe_hash)
+        raw = self._read(lambda txn: txn.get(key, db=self._outcomes))
+        return None if raw is None else Outcome.from_json(_loads(raw))
+
+    # -- texts ----------------------------------------------------------------------------------------------------------
+    def put_text(self, text: str) -> str:
+        digest = text_hash(text)
+        key = digest.encode()
+        if self._read(lambda txn: txn.get(key, db=self._texts)) is None:
+            self._write(lambda txn: txn.put(key, text.encode(), overwrite=False, db=self._texts))
+        return digest
+
+    def get_text(self, digest: str) -> str | None:
+        key = digest.encode()
+        if not key or len(key) > _MAX_KEY:
+            return None
+        raw = self._read(lambda txn: txn.get(key, db=self._texts))
+        return None if raw is None else raw.decode()
+
+    # -- life cycle -----------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._env is not None:
+            if not self.readonly:
+                self._env.sync(True)
+            self._env.close()
+            self._env = None
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.readonly else "read-write"
+        return f"LmdbStore({str(self.path)!r}, {mode}{', closed' if self._env is None else ''})"
