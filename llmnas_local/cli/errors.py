@@ -21,13 +21,14 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from llmnas_local.llm.base import BackendError
         from llmnas_local.store.base import StoreError
 
         try:
             return fn(*args, **kwargs)
         except click.exceptions.Exit:
             raise
-        except (StoreError, *USER_ERRORS) as e:
+        except (StoreError, BackendError, *USER_ERRORS) as e:
             message = e.args[0] if isinstance(e, KeyError) and e.args else e
             raise UserError(" ".join(str(message).split())) from None
 

@@ -17,7 +17,7 @@ DEFAULT_STORE = "runs/default"
 @click.option("--table", type=click.Path(dir_okay=False), default=None, help="nb201: the NAS-Bench-201 CSV.")
 @click.option("--preset", default="cifar10", show_default=True,
               help="nb201 table protocol: cifar10, cifar100, cifar10-12ep, cifar100-12ep.")
-@click.option("--proposer", default="random", show_default=True, help="random or evolution.")
+@click.option("--proposer", default="llm", show_default=True, help="llm, random or evolution.")
 @click.option("--budget", default=20, show_default=True, type=click.IntRange(min=1),
               help="Distinct evaluations to reach (a resumed run counts what it already did).")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(file_okay=False),
@@ -27,29 +27,47 @@ DEFAULT_STORE = "runs/default"
               help="Seed of training and of the train/validation split (part of the recipe: runs with the same "
                    "recipe share outcomes).")
 @click.option("--run-id", default=None, help="Name the run (default: derived from its settings).")
-@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1), help="Proxy training epochs.")
-@click.option("--lr", default=0.01, show_default=True, type=float)
-@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
-@click.option("--input-size", default=None, type=int, help="Resize images to this (default: the data set's).")
+@click.option("--epochs", default=None, type=click.IntRange(min=1),
+              help="Proxy training epochs [default: 1, the method's proxy; digits: 3].")
+@click.option("--lr", default=None, type=float, help="SGD learning rate [default: 0.01; digits: 0.05].")
+@click.option("--batch-size", default=None, type=click.IntRange(min=2), help="[default: 128; digits: 32]")
+@click.option("--input-size", default=None, type=int,
+              help="Resize images to this [default: the data set's; digits: 16].")
 @click.option("--train-size", default=None, type=int, help="Use at most this many training images.")
 @click.option("--val-size", default=None, type=int, help="Use at most this many validation images.")
 @click.option("--test-size", default=None, type=int, help="Use at most this many test images.")
-@click.option("--max-params-m", default=None, type=float, help="Reject models above this many M parameters.")
-@click.option("--max-flops-m", default=None, type=float, help="Reject models above this many M FLOPs per image.")
+@click.option("--max-params-m", default=None, type=float,
+              help="Reject models above this many M parameters [default: none; digits: 1].")
+@click.option("--max-flops-m", default=None, type=float,
+              help="Reject models above this many M FLOPs per image [default: none; digits: 25].")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds before a training is stopped.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Evaluations in parallel.")
 @click.option("--population", default=10, show_default=True, help="evolution: population size.")
 @click.option("--tournament", default=3, show_default=True, help="evolution: tournament size.")
+@click.option("--llm", "llm_backend", type=click.Choice(["transformers", "vllm", "openai"]), default="transformers",
+              show_default=True, help="llm: in-process transformers + xgrammar, a managed vLLM server, or a running "
+                                      "OpenAI-compatible local server (--llm-url).")
+@click.option("--model", default="smollm2", show_default=True,
+              help="llm: a registry name (llmnas models list) or a local model folder.")
+@click.option("--llm-url", default=None, help="llm: base URL of a running local server (--llm openai).")
+@click.option("--vllm-python", default=None,
+              help="llm: the Python that runs the vLLM server (default: $LLMNAS_VLLM_PYTHON or this one).")
+@click.option("--candidates", default=4, show_default=True, help="llm: completions per generator call.")
+@click.option("--memory-window", default=5, show_default=True, help="llm: diagnostic triples shown (0: no memory).")
+@click.option("--elites", default=5, show_default=True, help="llm: best designs shown (0: none).")
+@click.option("--improver/--no-improver", default=True, show_default=True, help="llm: the diagnosis role.")
+@click.option("--temperature", default=0.8, show_default=True, help="llm: sampling temperature.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def search(space: str, data: str, table: str | None, preset: str, proposer: str, budget: int, store: str,
-           seed: int, train_seed: int, run_id: str | None, epochs: int, lr: float, batch_size: int,
-           input_size: int | None,
+           seed: int, train_seed: int, run_id: str | None, epochs: int | None, lr: float | None,
+           batch_size: int | None, input_size: int | None,
            train_size: int | None, val_size: int | None, test_size: int | None, max_params_m: float | None,
            max_flops_m: float | None, device: str, timeout: float, workers: int, population: int, tournament: int,
-           quiet: bool) -> None:
+           llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None, candidates: int,
+           memory_window: int, elites: int, improver: bool, temperature: float, quiet: bool) -> None:
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
     from llmnas_local.proposers import create_proposer
@@ -57,6 +75,14 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
     from llmnas_local.store import open_store
 
     sp = get_space(space)
+    if space != "nb201":
+        from llmnas_local.evaluators.training import proxy_defaults
+
+        d = proxy_defaults(data)
+        epochs, lr, batch_size = epochs or d["epochs"], lr or d["lr"], batch_size or d["batch_size"]
+        input_size = input_size or d.get("resolution")
+        max_params_m = max_params_m if max_params_m is not None else d.get("max_params_m")
+        max_flops_m = max_flops_m if max_flops_m is not None else d.get("max_flops_m")
     caps = {"max_params_m": max_params_m, "max_flops_m": max_flops_m}
     if space == "nb201":
         if table is None:
@@ -75,7 +101,15 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
                                 device=device)
         evaluator = TrainingEvaluator(data_spec, config, time_limit_s=timeout, threads=_threads_per_worker(workers),
                                       **caps)
-    settings = {"population": population, "tournament": tournament} if proposer == "evolution" else {}
+    settings: dict = {}
+    if proposer == "evolution":
+        settings = {"population": population, "tournament": tournament}
+    elif proposer == "llm":
+        settings = {"llm": llm_backend, "model": model, "base_url": llm_url, "candidates": candidates,
+                    "window": memory_window, "elites": elites, "improver": improver, "temperature": temperature,
+                    "backend_settings": {"python": vllm_python} if llm_backend == "vllm" and vllm_python else {}}
+        if not quiet:
+            click.echo(f"loading {model} on the {llm_backend} backend...", err=True)
     prop = create_proposer(proposer, **settings)
     with open_store(store) as st:
         study = Search(sp, prop, evaluator, st, seed=seed, run_id=run_id)

@@ -22,12 +22,32 @@ def create_proposer(name: str, **settings: Any) -> BaseProposer:
     return _PROPOSERS[name](**settings)
 
 
+def create_llm_proposer(llm: str = "transformers", model: str | None = "smollm2", *, backend=None,
+                        base_url: str | None = None, backend_settings: dict[str, Any] | None = None,
+                        **config: Any) -> BaseProposer:
+    """The LLM proposer on a backend: ``llm`` is "transformers", "vllm" or "openai" (with ``base_url``); ``model`` a
+    registry name or a local folder. ``config`` holds :class:`LLMProposerConfig` fields. Pass ``backend=`` to share
+    one loaded model between proposers (benchmarks)."""
+    from llmnas_local.proposers.llm import LLMProposer, LLMProposerConfig
+
+    cfg = LLMProposerConfig(**config)            # reject bad settings before loading a model
+    if backend is None:
+        from llmnas_local.llm import create_backend
+
+        settings = dict(backend_settings or {})
+        if base_url is not None:
+            settings["base_url"] = base_url
+        backend = create_backend(llm, model=model, **settings)
+    return LLMProposer(backend, cfg, model_name=model)
+
+
 def _register_builtin() -> None:
     from llmnas_local.proposers.evolution import EvolutionProposer
     from llmnas_local.proposers.random_search import RandomProposer
 
     register_proposer("random", RandomProposer)
     register_proposer("evolution", EvolutionProposer)
+    register_proposer("llm", create_llm_proposer)
 
 
 _register_builtin()

@@ -55,15 +55,17 @@ class LLMProposerConfig:
 class LLMProposer(BaseProposer):
     name = "llm"
 
-    def __init__(self, backend, config: LLMProposerConfig = LLMProposerConfig(), improver_backend=None):
+    def __init__(self, backend, config: LLMProposerConfig = LLMProposerConfig(), improver_backend=None,
+                 model_name: str | None = None):
         self.backend = backend
+        self.model_name = model_name or str(backend.model)   # as the user named it: part of the run's identity
         self.improver_backend = improver_backend or backend
         self.config = config
         self.memory = FeedbackMemory(window=config.window, elites=config.elites)
 
     def settings(self) -> dict[str, Any]:
         s = dataclasses.asdict(self.config)
-        s["backend"], s["model"] = self.backend.name, str(self.backend.model)
+        s["backend"], s["model"] = self.backend.name, self.model_name
         if self.improver_backend is not self.backend:
             s["improver_model"] = str(self.improver_backend.model)
         return s

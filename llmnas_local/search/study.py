@@ -59,10 +59,11 @@ class Search:
     """Wires a space, a proposer, an evaluator and a store into one resumable run."""
 
     def __init__(self, space: BaseSpace, proposer: BaseProposer, evaluator: BaseEvaluator, store: BaseStore,
-                 *, seed: int = 0, run_id: str | None = None, max_stall: int = 200):
+                 *, seed: int = 0, run_id: str | None = None, max_stall: int = 200, max_proposer_errors: int = 3):
         self.space, self.proposer, self.evaluator, self.store = space, proposer, evaluator, store
         self.seed = seed
-        self.max_stall = max_stall
+        self.max_stall, self.max_proposer_errors = max_stall, max_proposer_errors
+        self._proposer_errors = 0
         self.recipe_hash = evaluator.recipe_hash()
         settings = proposer.settings()
         self.run_id = run_id or make_run_id(space.name, proposer.name, settings, self.recipe_hash, seed)
@@ -107,7 +108,7 @@ class Search:
         """
         while budget is None or self._n_evaluated + len(self._pending) < budget:
             proposal = self._next_proposal()
-            pending = self._triage(proposal)
+            pending = self._triage(proposal) if proposal is not None else None
             if pending is not None:
                 self._stall = 0
                 self._pending[pending.arch_hash] = pending
@@ -166,12 +167,24 @@ class Search:
     # -- internals ------------------------------------------------------------------------------------------------------
     _callback: Callable[["Search", TrialRecord], None] | None = None
 
-    def _next_proposal(self) -> Proposal:
+    def _next_proposal(self) -> Proposal | None:
+        """The next queued proposal, calling the proposer when the queue is empty. A proposer that raises (an LLM
+        server that died and could not be restarted...) is recorded as an invalid trial and the search goes on, until
+        ``max_proposer_errors`` calls in a row have failed."""
         if not self._queue:
-            # Seeded by (seed, call number, trials so far): a resumed run draws what the original would have drawn.
+            # Seeded by (trials so far, trials in flight): a resumed run draws what the original would have drawn.
             rng = random.Random(f"{self.seed}:{len(self.history)}:{len(self._pending)}")
             t0 = time.perf_counter()
-            proposals = self.proposer.propose(self.history, 1, rng)
+            try:
+                proposals = self.proposer.propose(self.history, 1, rng)
+            except Exception as e:
+                self._proposer_errors += 1
+                reason = f"proposer error: {type(e).__name__}: {_one_line(e)}"
+                if self._proposer_errors >= self.max_proposer_errors:
+                    raise SearchStalled(f"{self._proposer_errors} proposer calls in a row failed; last: {reason}") from e
+                self._record(Proposal(""), TrialStatus.INVALID, None, None, error=reason)
+                return None
+            self._proposer_errors = 0
             elapsed = time.perf_counter() - t0
             if not proposals:
                 raise SearchStalled(f"proposer {self.proposer.name!r} returned no proposal")

@@ -153,3 +153,34 @@ def test_run_with_other_settings_under_the_same_id_is_refused(space):
     Search(space, create_proposer("random"), FakeScoreEvaluator(), store, seed=0, run_id="r").run(budget=2)
     with pytest.raises(StoreError, match="other settings"):
         Search(space, create_proposer("random"), FakeScoreEvaluator(), store, seed=1, run_id="r")
+
+
+def test_a_failing_proposer_is_recorded_and_the_search_goes_on(space):
+    class FlakyProposer(BaseProposer):
+        """Fails every other call, like an LLM server that dies and is restarted (a fake)."""
+
+        name = "flaky"
+        calls = 0
+
+        def propose(self, history, n, rng):
+            self.calls += 1
+            if self.calls % 2:
+                raise ConnectionError("server died")
+            return [Proposal(space.sample(rng))]
+
+    study = Search(space, FlakyProposer(), FakeScoreEvaluator(), MemoryStore())
+    study.run(budget=3)
+    errors = [t for t in study.history.trials if t.error.startswith("proposer error")]
+    assert errors and errors[0].error == "proposer error: ConnectionError: server died"
+    assert study.num_evaluated == 3
+
+
+def test_a_proposer_that_keeps_failing_stops_the_search_with_its_reason(space):
+    class DeadProposer(BaseProposer):
+        name = "dead"
+
+        def propose(self, history, n, rng):
+            raise ConnectionError("connection refused")
+
+    with pytest.raises(SearchStalled, match="3 proposer calls in a row failed; last: .*connection refused"):
+        Search(space, DeadProposer(), FakeScoreEvaluator(), MemoryStore()).run(budget=3)
