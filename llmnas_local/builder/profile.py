@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import torch
 import torch.nn as nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from llmnas_local.dsl.base import Constraints, SemanticError
+
+# FLOPs of triton kernels do not concern these models; the import-time warning that triton is absent is noise here.
+logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402  (after the logger is quieted)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,3 +81,12 @@ def test_reading_a_path_that_is_not_a_store(tmp_path):
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(cli, ["top", str(tmp_path / "missing")])
     assert r.exit_code == 2 and "no store" in r.output
+
+
+def test_models_list_and_prepare_refuses_what_cannot_be_had_offline():
+    r = run("models", "list")
+    assert r.exit_code == 0 and "smollm2" in r.output and "qwen2.5-7b-instruct" in r.output
+    r = CliRunner().invoke(cli, ["models", "prepare", "qwen2.5-7b-instruct"])
+    assert r.exit_code == 2 and "cannot be prepared offline" in r.output
+    r = CliRunner().invoke(cli, ["models", "prepare", "nosuch"])
+    assert r.exit_code == 2 and "unknown model 'nosuch'" in r.output
