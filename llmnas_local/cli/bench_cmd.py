@@ -127,8 +127,8 @@ def bench(grid_file: str | None, name: str | None, proposers: tuple[str, ...], s
         progress.close()
     click.echo(result.paths["table"].read_text())
     if not quiet:
-        click.echo(f"{len(result.executed)} run(s) executed in {result.run_s:.1f} s, report in {result.report_s:.1f} s; "
-                   f"results in {result.out_dir}", err=True)
+        click.echo(f"{len(result.executed)} run(s) executed in {result.run_s:.1f} s, report in "
+                   f"{result.report_s:.1f} s; results in {result.out_dir}", err=True)
 
 
 def _entry(text: str):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from llmnas_local.cli.bench_cmd import bench
 from llmnas_local.cli.dsl_cmd import dsl
 from llmnas_local.cli.models_cmd import models
 from llmnas_local.cli.search_cmd import search
@@ -15,7 +16,7 @@ def cli() -> None:
     """Offline neural architecture search driven by a local open-weight LLM."""
 
 
-for command in (dsl, search, top, show, export, models):
+for command in (dsl, search, top, show, export, models, bench):
     cli.add_command(command)
 
 if __name__ == "__main__":

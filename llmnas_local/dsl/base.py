@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import hashlib
 import importlib.resources
 import random
@@ -55,7 +56,7 @@ class BaseSpace(abc.ABC):
     # -- language -----------------------------------------------------------------------------------------------
     def grammar(self) -> str:
         """The EBNF text (xgrammar / vLLM structured-outputs dialect, root rule ``root``)."""
-        return importlib.resources.files("llmnas_local.dsl").joinpath("grammars", self.grammar_file).read_text()
+        return _read_grammar(self.grammar_file)
 
     @abc.abstractmethod
     def parse(self, text: str) -> Any:
@@ -75,7 +76,11 @@ class BaseSpace(abc.ABC):
 
     def arch_hash(self, spec: Any) -> str:
         """``sha256(space name + canonical text)``, hex."""
-        return hashlib.sha256((self.name + "\n" + self.canonical(spec)).encode()).hexdigest()
+        return self.hash_canonical(self.canonical(spec))
+
+    def hash_canonical(self, canonical_text: str) -> str:
+        """The architecture hash of a canonical text (what :meth:`arch_hash` computes after canonicalising)."""
+        return hashlib.sha256((self.name + "\n" + canonical_text).encode()).hexdigest()
 
     # -- meaning ------------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -108,6 +113,11 @@ class BaseSpace(abc.ABC):
         from llmnas_local.dsl.sampler import GrammarSampler
 
         return GrammarSampler(self.grammar()).sample(rng)
+
+
+@functools.lru_cache(maxsize=None)
+def _read_grammar(filename: str) -> str:
+    return importlib.resources.files("llmnas_local.dsl").joinpath("grammars", filename).read_text()
 
 
 _SPACES: dict[str, Callable[[], BaseSpace]] = {}

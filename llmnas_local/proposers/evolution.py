@@ -17,6 +17,8 @@ if TYPE_CHECKING:  # the search package imports the proposers: no import cycle a
 
 class EvolutionProposer(BaseProposer):
     name = "evolution"
+    MAX_REDRAWS = 50     # fresh tournaments when a child is already known
+    MAX_WALK = 20        # further mutations of the last child after that
 
     def __init__(self, population: int = 10, tournament: int = 3):
         if not 1 <= tournament <= population:
@@ -24,17 +26,26 @@ class EvolutionProposer(BaseProposer):
         self.population, self.tournament = population, tournament
 
     def settings(self) -> dict[str, Any]:
-        return {"population": self.population, "tournament": self.tournament}
+        return {"population": self.population, "tournament": self.tournament, "tournament_draw": "with_replacement",
+                "known_children": "redraw"}
 
     def propose(self, history: HistoryView, n: int, rng: random.Random) -> list[Proposal]:
         alive = history.completed[-self.population:]
         if len(alive) < self.population:            # warm-up: random members until the population is full
             return [Proposal(history.space.sample(rng)) for _ in range(n)]
-        proposals = []
-        for _ in range(n):
-            contestants = rng.sample(range(len(alive)), self.tournament)
-            parent = alive[max(contestants, key=lambda i: alive[i].metrics[VAL_ACC])]
-            space = history.space
-            child = space.mutate(space.parse(parent.raw), rng)
-            proposals.append(Proposal(space.format(child), parent_hash=parent.arch_hash))
-        return proposals
+        return [self._offspring(history, alive, rng) for _ in range(n)]
+
+    def _offspring(self, history: HistoryView, alive, rng: random.Random) -> Proposal:
+        """Tournament (contestants drawn with replacement, as in Real et al.'s code), then a one-element mutation.
+        A child the run already knows is drawn again, up to ``MAX_REDRAWS`` times; after that the walk goes on from
+        the last child (two or more mutations), so a population whose neighbours are all known does not stall."""
+        space = history.space
+        for attempt in range(self.MAX_REDRAWS + self.MAX_WALK):
+            if attempt < self.MAX_REDRAWS:
+                contestants = [alive[rng.randrange(len(alive))] for _ in range(self.tournament)]
+                parent = max(contestants, key=lambda t: t.metrics[VAL_ACC])
+                spec = space.parse(parent.raw)
+            spec = space.mutate(spec, rng)
+            if not history.is_known(space.arch_hash(spec)):
+                break
+        return Proposal(space.format(spec), parent_hash=parent.arch_hash)

@@ -107,12 +107,16 @@ class Search:
         Raises :class:`SearchStalled` after ``max_stall`` such proposals in a row.
         """
         while budget is None or self._n_evaluated + len(self._pending) < budget:
+            evaluated_before = self._n_evaluated
             proposal = self._next_proposal()
             pending = self._triage(proposal) if proposal is not None else None
             if pending is not None:
                 self._stall = 0
                 self._pending[pending.arch_hash] = pending
                 return pending
+            if self._n_evaluated > evaluated_before:   # answered by another run's stored evaluation: progress
+                self._stall = 0
+                continue
             self._stall += 1
             if self._stall >= self.max_stall:
                 raise SearchStalled(f"{self._stall} proposals in a row were invalid or already known; "
@@ -199,7 +203,8 @@ class Search:
         except DslError as e:
             self._record(proposal, TrialStatus.INVALID, None, None, error=f"parse error {e}")
             return None
-        canonical, arch_hash = self.space.canonical(spec), self.space.arch_hash(spec)
+        canonical = self.space.canonical(spec)
+        arch_hash = self.space.hash_canonical(canonical)
         known = self.history.known(arch_hash)
         if known is not None:
             self._record(proposal, TrialStatus.DUPLICATE, canonical, arch_hash, metrics=dict(known.metrics),

@@ -140,10 +140,12 @@ def test_evolution_reproduces_regularized_evolution_population_rules(space):
     study.run(budget=20)
     children = [t for t in study.history.trials if t.parent_hash]
     assert children, "after warm-up every proposal has a parent"
+    diffs = []
     for t in children:
         parent = next(p for p in study.history.trials if p.arch_hash == t.parent_hash)
-        diff = sum(a != b for a, b in zip(space.parse(parent.raw).ops, space.parse(t.raw).ops))
-        assert diff == 1
+        diffs.append(sum(a != b for a, b in zip(space.parse(parent.raw).ops, space.parse(t.raw).ops)))
+    assert min(diffs) >= 1 and diffs.count(1) >= 0.9 * len(diffs)  # more only when every one-edge child is known
+    assert all(t.status is not TrialStatus.DUPLICATE for t in children)
 
 
 def test_run_with_other_settings_under_the_same_id_is_refused(space):
@@ -184,3 +186,11 @@ def test_a_proposer_that_keeps_failing_stops_the_search_with_its_reason(space):
 
     with pytest.raises(SearchStalled, match="3 proposer calls in a row failed; last: .*connection refused"):
         Search(space, DeadProposer(), FakeScoreEvaluator(), MemoryStore()).run(budget=3)
+
+
+def test_answers_from_other_runs_count_as_progress_not_as_a_stall(space):
+    store = MemoryStore()
+    Search(space, create_proposer("random"), FakeScoreEvaluator(), store, seed=0).run(budget=30)
+    again = Search(space, create_proposer("random"), FakeScoreEvaluator(), store, seed=0, run_id="again", max_stall=5)
+    again.run(budget=30)       # every proposal is answered from the store: 30 evaluations, no stall
+    assert again.num_evaluated == 30

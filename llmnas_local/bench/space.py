@@ -1,0 +1,83 @@
+"""The space and evaluator of a benchmark, built from its :class:`SpaceConfig`.
+
+What counts as one query matters for comparing with published numbers. The search loop counts *distinct
+architectures*, identified by the space's canonical form: on NAS-Bench-201 that merges the 15,625 cells into 5,260
+classes of equal networks, so a proposal equivalent to an earlier cell is answered as a duplicate and costs nothing.
+The literature counts distinct *cells* (table rows). ``distinct = "cell"`` gives the search loop
+:class:`Nb201CellSpace`, whose canonical form is the cell itself, so the loop counts queries as the literature does;
+``distinct = "class"`` keeps the project's rule. Both are valid protocols, as long as every entry of a comparison
+uses the same one; they differ by up to a few tenths of a point at small budgets.
+
+With ``"class"``, the runs of one benchmark share a store, and an architecture is answered from the first
+equivalent cell any run evaluated (equivalent cells have slightly different table values): a run's numbers can then
+depend on which runs went before it. ``"cell"`` has no such coupling: every answer is the cell's own row.
+"""
+from __future__ import annotations
+
+import functools
+import random
+from typing import Any
+
+from llmnas_local.bench.config import SpaceConfig
+from llmnas_local.dsl import BaseSpace, get_space
+from llmnas_local.dsl.nb201 import Nb201Space
+
+
+class Nb201CellSpace(Nb201Space):
+    """NAS-Bench-201 with every cell string its own architecture (no merging of equivalent cells).
+
+    Named ``nb201-cells`` so that its hashes and runs never mix with those of ``nb201`` in a store.
+    """
+
+    name = "nb201-cells"
+
+    def canonicalize(self, spec: Any) -> Any:
+        return spec
+
+    @functools.cached_property
+    def _sampler(self):
+        from llmnas_local.dsl.sampler import GrammarSampler
+
+        return GrammarSampler(self.grammar())
+
+    def sample(self, rng: random.Random) -> str:
+        """Same draws as ``Nb201Space.sample``, with the grammar parsed once instead of at every call."""
+        return self._sampler.sample(rng)
+
+
+def create_space(cfg: SpaceConfig) -> BaseSpace:
+    if cfg.name == "nb201" and cfg.distinct == "cell":
+        return Nb201CellSpace()
+    return get_space(cfg.name)
+
+
+def create_evaluator(cfg: SpaceConfig):
+    """The evaluator of the grid (caps passed only when set)."""
+    caps = {k: v for k, v in (("max_params_m", cfg.max_params_m), ("max_flops_m", cfg.max_flops_m)) if v is not None}
+    if cfg.name == "nb201":
+        from llmnas_local.evaluators import TabularEvaluator
+
+        return TabularEvaluator(cfg.table, preset=cfg.preset, **caps)
+    from llmnas_local.evaluators import DataSpec, TrainingEvaluator
+    from llmnas_local.evaluators.training import TrainingConfig
+
+    data = DataSpec(**cfg.data) if isinstance(cfg.data, dict) else cfg.data
+    return TrainingEvaluator(data, TrainingConfig(**cfg.recipe), **caps, **cfg.evaluator)
+
+
+def describe_protocol(cfg: SpaceConfig, evaluator: Any) -> dict[str, Any]:
+    """What is selected and what is reported, in words and column names (for the report)."""
+    from llmnas_local.records import TEST_ACC, VAL_ACC
+
+    out: dict[str, Any] = {"select_by": VAL_ACC, "report": TEST_ACC, "space": cfg.name,
+                           "recipe": evaluator.recipe(), "recipe_hash": evaluator.recipe_hash()}
+    columns = getattr(evaluator, "columns", None)
+    if isinstance(columns, dict):
+        out["select_by_column"], out["report_column"] = columns.get(VAL_ACC), columns.get(TEST_ACC)
+    if cfg.name == "nb201":
+        out["distinct"] = cfg.distinct
+        out["query"] = ("a distinct cell string (table row), as in the literature" if cfg.distinct == "cell" else
+                        "a distinct network (the space's canonical class of equal cells)")
+    else:
+        out["query"] = "a distinct network (the space's canonical form)"
+    return out
