@@ -1,0 +1,183 @@
+"""In-process backend: a transformers causal LM on CPU or GPU, constrained by xgrammar's logits processor.
+
+The default of the CPU path (the embedded SmolLM2 runs at about 20 tokens/s at batch 1 on 2 cores). All the prompts of
+one ``generate`` call and their ``n`` samples are decoded together as one left-padded batch (chunked by
+``max_batch_rows``). Grammars are compiled once per text and cached; the logits processor is new for every
+``generate`` of transformers (it holds per-row matcher state).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from llmnas_local.llm.base import (FINISH_LENGTH, FINISH_STOP, BackendError, BaseBackend, Completion, Constraint,
+                                   Generation)
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+           "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
+class TransformersBackend(BaseBackend):
+    """``model``: a registry name, a local HF folder, a ``.gguf`` file, or a folder plus ``gguf_file``.
+
+    ``device``: "cpu", "cuda", "cuda:1"... (default: cuda when available). ``dtype``: "float32" (CPU default),
+    "bfloat16" (GPU default) or "float16". ``max_batch_rows`` bounds prompts x n decoded at once.
+    """
+
+    name = "transformers"
+
+    def __init__(self, model: str | os.PathLike = "smollm2", *, gguf_file: str | None = None, device: str | None = None,
+                 dtype: str | None = None, max_batch_rows: int = 32, defaults: Mapping[str, float] | None = None):
+        import torch
+        import transformers
+        import xgrammar as xgr
+
+        path, gguf_file = _locate(model, gguf_file)
+        super().__init__(str(path / gguf_file) if gguf_file else str(path), defaults)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or ("float32" if self.device.type == "cpu" else "bfloat16")
+        if dtype not in _DTYPES:
+            raise BackendError(f"unknown dtype {dtype!r} (choose from {', '.join(sorted(_DTYPES))})")
+        self.dtype = getattr(torch, _DTYPES[dtype])
+        self.max_batch_rows = max(1, int(max_batch_rows))
+        kwargs: dict[str, Any] = {"local_files_only": True}
+        if gguf_file:
+            kwargs["gguf_file"] = gguf_file
+        t0 = time.perf_counter()
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, **kwargs)
+            self._model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype, **kwargs)
+        except (OSError, ValueError, ImportError) as e:
+            raise BackendError(f"cannot load {self.model}: {e}") from e
+        self._model.to(self.device).eval()
+        self.load_s = time.perf_counter() - t0
+        if not self.tokenizer.chat_template:
+            raise BackendError(f"{self.model} has no chat template (an instruction-tuned model is needed)")
+        self.tokenizer.padding_side = "left"
+        self.stop_ids = _stop_token_ids(self.tokenizer, self._model.generation_config)
+        if not self.stop_ids:
+            raise BackendError(f"{self.model} defines no end-of-sequence token")
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        # vocab_size of the config, not the tokenizer: the logits are padded (Qwen2.5: 152064 vs 151665).
+        vocab_size = self._model.get_output_embeddings().weight.shape[0]
+        info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size, stop_token_ids=self.stop_ids)
+        self._compiler = xgr.GrammarCompiler(info, max_threads=max(1, min(8, os.cpu_count() or 1)))
+        self._compiled: dict[str, Any] = {}
+
+    # -- constraints ------------------------------------------------------------------------------------------------
+
+    def compile(self, constraint: Constraint):
+        """The compiled xgrammar grammar of a constraint, cached by its text."""
+        compiled = self._compiled.get(constraint.key)
+        if compiled is None:
+            try:
+                if constraint.grammar is not None:
+                    compiled = self._compiler.compile_grammar(constraint.grammar)
+                else:   # compact JSON: free whitespace lets a weak model pad until max_tokens
+                    compiled = self._compiler.compile_json_schema(json.dumps(constraint.json_schema),
+                                                                  any_whitespace=False, separators=(",", ":"))
+            except Exception as e:  # xgrammar raises RuntimeError/ValueError with a parser message
+                raise BackendError(f"invalid {constraint.kind}: {e}") from e
+            self._compiled[constraint.key] = compiled
+        return compiled
+
+    # -- generation -------------------------------------------------------------------------------------------------
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text: the chat template with the assistant turn opened."""
+        try:
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as e:
+            if not any(m["role"] == "system" for m in messages):
+                raise BackendError(f"chat template of {self.model} failed: {e}") from e
+        # Templates without a system role (Gemma, Mistral v1): prepend the system text to the first user turn.
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        rest = [dict(m) for m in messages if m["role"] != "system"]
+        if rest and rest[0]["role"] == "user":
+            rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
+        else:
+            rest.insert(0, {"role": "user", "content": system})
+        return self.tokenizer.apply_chat_template(rest, add_generation_prompt=True, tokenize=False)
+
+    def _generate(self, prompts, constraint, *, n, max_tokens, temperature, top_p, seed):
+        import torch
+
+        if self._model is None:
+            raise BackendError(f"{self.name} backend for {self.model} is closed")
+        compiled = self.compile(constraint) if constraint is not None else None
+        texts = [self.render(p) for p in prompts]
+        per_chunk = max(1, self.max_batch_rows // n)
+        results: list[Generation] = []
+        t0 = time.perf_counter()
+        devices = [] if self.device.type != "cuda" else [
+            torch.cuda.current_device() if self.device.index is None else self.device.index]
+        with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(texts), per_chunk):
+                results.extend(self._generate_chunk(texts[start:start + per_chunk], compiled, n, max_tokens,
+                                                    temperature, top_p))
+        gen_s = time.perf_counter() - t0
+        return [Generation(completions=c, tokens_in=t, gen_s=gen_s) for c, t in results]
+
+    def _generate_chunk(self, texts, compiled, n, max_tokens, temperature, top_p):
+        import xgrammar as xgr
+
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sample = temperature > 0
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                                      do_sample=sample, num_return_sequences=n if sample else 1)
+        if sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if compiled is not None:
+            kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor(compiled)]  # one-shot: new per call
+        try:
+            out = self._model.generate(**enc, **kwargs)
+        except (RuntimeError, ValueError, AssertionError) as e:
+            raise BackendError(f"generation failed: {type(e).__name__}: {e}") from e
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        rows_per_prompt = n if sample else 1
+        stop = set(self.stop_ids)
+        chunk = []
+        for i, mask in enumerate(enc["attention_mask"].sum(dim=1).tolist()):
+            completions = []
+            for ids in new[i * rows_per_prompt:(i + 1) * rows_per_prompt]:
+                end = next((j for j, t in enumerate(ids) if t in stop), None)
+                ids = ids if end is None else ids[:end + 1]
+                completions.append(Completion(text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                                              tokens_out=len(ids),
+                                              finish_reason=FINISH_LENGTH if end is None else FINISH_STOP))
+            chunk.append((completions * n if not sample else completions, int(mask)))
+        return chunk
+
+    def close(self) -> None:
+        self._model = None
+        self._compiled.clear()
+
+
+def _locate(model: str | os.PathLike, gguf_file: str | None) -> tuple[Path, str | None]:
+    path = Path(model).expanduser()
+    if gguf_file is None and path.suffix == ".gguf":
+        if not path.is_file():
+            raise BackendError(f"GGUF file not found: {path}")
+        return path.parent, path.name
+    if gguf_file is not None:
+        if not (path / gguf_file).is_file():
+            raise BackendError(f"GGUF file not found: {path / gguf_file}")
+        return path, gguf_file
+    from llmnas_local.llm.models import resolve_model
+    return resolve_model(model), None
+
+
+def _stop_token_ids(tokenizer, generation_config) -> list[int]:
+    ids: list[int] = []
+    for value in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for i in (value if isinstance(value, (list, tuple)) else [value]):
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+    return ids

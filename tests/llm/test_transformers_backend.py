@@ -1,0 +1,81 @@
+"""The in-process backend with the real embedded model (SmolLM2-135M-Instruct) on CPU."""
+import json
+import re
+
+import pytest
+
+from llmnas_local.llm import BackendError, Constraint, TransformersBackend
+from tests.llm.common import DIAG_PROMPT, DIAGNOSIS_SCHEMA, PROMPT, STAGE_GRAMMAR, STAGE_RE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def backend(smollm2_dir):
+    with TransformersBackend(smollm2_dir) as b:
+        yield b
+
+
+def test_grammar_outputs_are_all_valid(backend):
+    other = [{"role": "user", "content": "Give one inverted-residual stage string, nothing else."}]
+    gens = backend.generate([PROMPT, other], Constraint(grammar=STAGE_GRAMMAR), n=2, max_tokens=80, seed=0)
+    assert len(gens) == 2 and gens[0].tokens_in > gens[1].tokens_in > 0          # input order kept
+    for g in gens:
+        assert len(g.completions) == 2 and g.gen_s > 0
+        for c in g.completions:
+            assert c.finish_reason == "stop" and re.fullmatch(STAGE_RE, c.text), c
+            assert 0 < c.tokens_out <= 80
+
+
+def test_json_schema_outputs_parse(backend):
+    [g] = backend.generate([DIAG_PROMPT], Constraint(json_schema=DIAGNOSIS_SCHEMA), n=3, max_tokens=120, seed=1)
+    for c in g.completions:
+        assert c.finish_reason == "stop", c
+        data = json.loads(c.text)
+        assert set(data) == {"problem", "modification"} and all(isinstance(v, str) for v in data.values())
+
+
+def test_seed_repeats_and_greedy(backend):
+    c = Constraint(grammar=STAGE_GRAMMAR)
+    a = backend.generate([PROMPT], c, n=2, max_tokens=24, seed=7)[0].texts
+    assert backend.generate([PROMPT], c, n=2, max_tokens=24, seed=7)[0].texts == a
+    greedy = backend.generate([PROMPT], c, n=2, max_tokens=24, temperature=0)[0].texts
+    assert greedy[0] == greedy[1]
+
+
+def test_cut_off_is_reported_and_bad_grammar_is_a_backend_error(backend):
+    [g] = backend.generate([PROMPT], None, n=1, max_tokens=3, temperature=0)
+    assert g.completions[0].finish_reason == "length" and g.completions[0].tokens_out == 3
+    with pytest.raises(BackendError, match="invalid grammar"):
+        backend.generate([PROMPT], Constraint(grammar="root ::= undefined_rule"), max_tokens=4)
+    assert backend.compile(Constraint(grammar=STAGE_GRAMMAR)) is backend.compile(Constraint(grammar=STAGE_GRAMMAR))
+
+
+@pytest.fixture(scope="module")
+def tiny_random_model(smollm2_dir, tmp_path_factory):
+    """A 2-layer random Llama with SmolLM2's tokenizer (16 MB): exercises the GPU path in seconds."""
+    import torch
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(folder)
+    return folder
+
+
+def test_cuda_bfloat16_when_available(tiny_random_model):
+    import torch
+    with TransformersBackend(tiny_random_model, device="cuda") as b:
+        assert b.dtype == torch.bfloat16
+        c = Constraint(grammar=STAGE_GRAMMAR)
+        gens = b.generate([PROMPT] * 4, c, n=4, max_tokens=120, seed=0)
+        assert all(x.finish_reason == "stop" and re.fullmatch(STAGE_RE, x.text) for g in gens for x in g.completions)
+        assert [g.texts for g in b.generate([PROMPT] * 4, c, n=4, max_tokens=120, seed=0)] == [g.texts for g in gens]
+        [g] = b.generate([DIAG_PROMPT], Constraint(json_schema=DIAGNOSIS_SCHEMA), n=4, max_tokens=120, seed=0)
+        assert all(set(json.loads(t)) == {"problem", "modification"} for t in g.texts)
