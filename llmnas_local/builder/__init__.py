@@ -3,7 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmnas_local.builder.profile import ModelProfile, check_caps, profile_model
+from llmnas_local.builder.caps import ModelProfile, check_caps
+
+
+def profile_model(model, num_classes: int, in_chans: int, input_size: int) -> ModelProfile:
+    """See :func:`llmnas_local.builder.profile.profile_model` (imported on use: it needs torch)."""
+    from llmnas_local.builder.profile import profile_model as profile
+
+    return profile(model, num_classes, in_chans, input_size)
 
 
 def build_model(spec: Any, num_classes: int, in_chans: int = 3, input_size: int = 32):

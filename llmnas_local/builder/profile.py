@@ -1,23 +1,17 @@
 """Parameters and FLOPs of a built model, measured on a dummy forward pass that also checks the output shape."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import torch
 import torch.nn as nn
 
-from llmnas_local.dsl.base import Constraints, SemanticError
+from llmnas_local.builder.caps import ModelProfile
+from llmnas_local.dsl.base import SemanticError
 
 # FLOPs of triton kernels do not concern these models; the import-time warning that triton is absent is noise here.
 logging.getLogger("torch.utils.flop_counter").setLevel(logging.ERROR)
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402  (after the logger is quieted)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelProfile:
-    params_m: float   # millions of trainable and frozen parameters
-    flops_m: float    # millions of FLOPs for one image (torch's FlopCounterMode: a multiply-add counts 2)
 
 
 def profile_model(model: nn.Module, num_classes: int, in_chans: int, input_size: int) -> ModelProfile:
@@ -35,11 +29,3 @@ def profile_model(model: nn.Module, num_classes: int, in_chans: int, input_size:
     if tuple(out.shape) != (1, num_classes):
         raise SemanticError(f"output shape {tuple(out.shape)} != expected (1, {num_classes})")
     return ModelProfile(params_m=params / 1e6, flops_m=counter.get_total_flops() / 1e6)
-
-
-def check_caps(profile: ModelProfile, constraints: Constraints) -> None:
-    """Raise :class:`SemanticError` if the model exceeds the user's caps on parameters or FLOPs."""
-    if constraints.max_params_m is not None and profile.params_m > constraints.max_params_m:
-        raise SemanticError(f"{profile.params_m:.3f}M parameters exceed the cap of {constraints.max_params_m:g}M")
-    if constraints.max_flops_m is not None and profile.flops_m > constraints.max_flops_m:
-        raise SemanticError(f"{profile.flops_m:.1f}M FLOPs exceed the cap of {constraints.max_flops_m:g}M")

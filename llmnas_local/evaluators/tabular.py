@@ -109,7 +109,7 @@ class TabularEvaluator(BaseEvaluator):
         return None if row is None else dict(zip(self.columns, row))
 
     def precheck(self, space: BaseSpace, spec: Any) -> dict[str, float]:
-        from llmnas_local.builder.profile import ModelProfile, check_caps
+        from llmnas_local.builder.caps import ModelProfile, check_caps
 
         space.check(spec, self.constraints)
         metrics = self.lookup(space.format(spec))
