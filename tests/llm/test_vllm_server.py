@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from llmnas_local.llm import BackendError, Constraint, VllmServerBackend
+from llmnas_local.llm import BackendError, Constraint, VllmServerBackend, create_backend
 from llmnas_local.llm.vllm_server import group_alive
 from tests.llm.common import DIAG_PROMPT, DIAGNOSIS_SCHEMA, PROMPT, STAGE_GRAMMAR, STAGE_RE
 
@@ -55,6 +55,15 @@ def test_fake_server_dying_mid_request_is_restarted(fake_python, fake_model_dir,
         b._proc.poll = lambda: None                     # pretend the exit went unnoticed: connection error path
         assert b.generate([PROMPT], Constraint(grammar='root ::= "ok"'))[0].texts == ["ok"]
         assert b.restarts == 1 and b._client is not client
+
+
+def test_create_backend_applies_registry_settings(fake_python, smollm2_dir, tmp_path):
+    with create_backend("vllm", "smollm2", python=fake_python, device="cpu", log_path=tmp_path / "s.log",
+                        max_model_len=1024) as b:
+        cmd = " ".join(b.command(b.port))
+        assert "--max-model-len 1024" in cmd and "--dtype float32" in cmd and "--enforce-eager" in cmd
+        assert f"--model {smollm2_dir}" in cmd and "--host 127.0.0.1" in cmd and b.defaults["temperature"] == 0.8
+        assert b.child_env()["HF_HUB_OFFLINE"] == "1" and b.child_env()["VLLM_CPU_KVCACHE_SPACE"] == "1"
 
 
 def test_failed_start_reports_the_log_tail(fake_python, tmp_path):
