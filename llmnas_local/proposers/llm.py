@@ -19,6 +19,7 @@ from llmnas_local.llm.base import Constraint
 from llmnas_local.memory.feedback import DIAGNOSIS, FeedbackMemory
 from llmnas_local.prompts import PromptContext, generator_messages, improver_messages
 from llmnas_local.proposers.base import BaseProposer, Proposal
+from llmnas_local.records import TrialStatus
 
 if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
     from llmnas_local.search.history import HistoryView
@@ -44,6 +45,8 @@ class LLMProposerConfig:
     top_p: float = 0.95
     max_tokens: int = 256           # one architecture string: the cnn grammar bounds it to 219 characters
     improver_max_tokens: int = 200
+    heat_per_repeat: float = 0.1    # temperature added per trailing duplicate in the history (a small model that
+    max_temperature: float = 1.5    # keeps copying the best design is pushed to explore; derived from the history)
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
@@ -85,9 +88,11 @@ class LLMProposer(BaseProposer):
             diagnosis, improver_meta = self._diagnose(ctx, rng)
             meta.update(improver_meta)
         messages = generator_messages(ctx, diagnosis)
+        temperature = self.temperature(history)
+        meta["temperature"] = temperature
         [gen] = self.backend.generate([messages], Constraint(grammar=history.space.grammar()),
                                       n=max(n, self.config.candidates), max_tokens=self.config.max_tokens,
-                                      temperature=self.config.temperature, top_p=self.config.top_p,
+                                      temperature=temperature, top_p=self.config.top_p,
                                       seed=rng.randrange(2**31))
         best = history.best(1)
         parent = best[0].arch_hash if best else None
@@ -100,6 +105,17 @@ class LLMProposer(BaseProposer):
                    DIAGNOSIS: diagnosis or {}}
             proposals.append(Proposal(c.text.strip(), parent_hash=parent, llm=llm, propose_s=share))
         return proposals
+
+    def temperature(self, history: HistoryView) -> float:
+        """The generator's temperature: the configured one, raised by ``heat_per_repeat`` for every duplicate at the
+        end of the history, up to ``max_temperature``. A function of the history, so a resumed run continues alike."""
+        repeats = 0
+        for t in reversed(history.recent(50)):
+            if t.status is not TrialStatus.DUPLICATE:
+                break
+            repeats += 1
+        heated = self.config.temperature + self.config.heat_per_repeat * repeats
+        return round(min(max(heated, self.config.temperature), self.config.max_temperature), 3)
 
     def _diagnose(self, ctx: PromptContext, rng: random.Random) -> tuple[dict[str, str] | None, dict[str, Any]]:
         """One improver call. A malformed answer is recorded and the generator runs without a diagnosis."""

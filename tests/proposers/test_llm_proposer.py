@@ -92,3 +92,20 @@ def test_unparseable_diagnosis_is_recorded_and_generation_goes_on():
     [p] = prop.propose(Search(get_space("nb201"), prop, FakeScoreEvaluator(), MemoryStore()).history, 1,
                        random.Random(0))
     assert p.llm[DIAGNOSIS] == {} and p.llm["improver_error"].startswith("unparseable diagnosis")
+
+
+def test_repeated_duplicates_raise_the_temperature_and_a_new_design_resets_it():
+    from llmnas_local.records import TrialRecord, TrialStatus
+    from llmnas_local.search.history import HistoryView
+    from llmnas_local.dsl import Constraints
+
+    def trial(seq, status):
+        return TrialRecord(run_id="r", seq=seq, proposer="llm", raw="x", status=status, arch_hash=f"h{seq}")
+
+    prop = LLMProposer(FakeBackend([]), LLMProposerConfig(temperature=0.8, heat_per_repeat=0.1, max_temperature=1.2))
+    space = get_space("nb201")
+    dup, done = TrialStatus.DUPLICATE, TrialStatus.COMPLETE
+    assert prop.temperature(HistoryView(space, Constraints(), [trial(0, done)])) == 0.8
+    assert prop.temperature(HistoryView(space, Constraints(), [trial(0, done), trial(1, dup), trial(2, dup)])) == 1.0
+    assert prop.temperature(HistoryView(space, Constraints(), [trial(i, dup) for i in range(20)])) == 1.2
+    assert prop.temperature(HistoryView(space, Constraints(), [trial(0, dup), trial(1, done)])) == 0.8
