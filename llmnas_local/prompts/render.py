@@ -43,6 +43,7 @@ def _elites(elites: tuple[Elite, ...]) -> str:
     lines = []
     for i, e in enumerate(elites, 1):
         size = f", {e.params_m:.3f}M params" if e.params_m is not None else ""
+        size += f", {e.flops_m:.1f}M FLOPs" if e.flops_m is not None else ""   # lets the model keep under a cap
         lines.append(f"{i}. {e.text}  -> val_acc {e.val_acc:.2f}{size}")
     return "\n".join(lines)
 

@@ -18,7 +18,7 @@ def test_generator_prompt_shows_task_caps_elites_triples_and_diagnosis():
     [system, user] = generator_messages(_ctx(), {"problem": "P!", "modification": "M!"})
     assert system["role"] == "system" and user["role"] == "user"
     text = user["content"]
-    for needle in ("digits, 10 classes", "at most 1M parameters", "|best|  -> val_acc 91.50, 0.300M params",
+    for needle in ("digits, 10 classes", "at most 1M parameters", "|best|  -> val_acc 91.50, 0.300M params, 40.0M FLOPs",
                    "problem: too shallow | modification: add a stage", "outcome: invalid, not evaluated: rejected: x",
                    "Diagnosis: P!", "Apply this modification: M!", "|a|\n|b|"):
         assert needle in text, needle
