@@ -307,7 +307,7 @@ def bench_b(tmp: Path, table: Path, queries: int, repeats: int, profile: bool) -
         if proc.returncode:
             sys.exit(f"llmnas search failed ({proc.returncode}): {proc.stderr[-2000:]}")
     print(f"    `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))}`")
-    print(f"    CLI wall, interpreter start-up included: " + ", ".join(f"{s:.2f} s" for s in cli) +
+    print("    CLI wall, interpreter start-up included: " + ", ".join(f"{s:.2f} s" for s in cli) +
           f" (median {statistics.median(cli):.2f} s)")
     kids = [run_child(["search", str(table), str(tmp / f"b-api-{r}"), str(queries)]) for r in range(repeats)]
     for k in kids:

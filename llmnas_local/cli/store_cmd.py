@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 
 import click
 
@@ -71,7 +70,7 @@ def show(store: str, arch_hash: str) -> None:
     for t in trials:
         metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(t.metrics.items()))
         click.echo(f"- run {t.run_id} trial {t.seq}: {t.status.name.lower()} {metrics}"
-                   + (f" [from store]" if t.from_store else "") + (f"\n  error: {t.error}" if t.error else "")
+                   + (" [from store]" if t.from_store else "") + (f"\n  error: {t.error}" if t.error else "")
                    + f"\n  raw: {t.raw}")
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import random
 import threading
 
 import pytest
