@@ -14,8 +14,6 @@ depend on which runs went before it. ``"cell"`` has no such coupling: every answ
 """
 from __future__ import annotations
 
-import functools
-import random
 from typing import Any
 
 from llmnas_local.bench.config import SpaceConfig
@@ -33,16 +31,6 @@ class Nb201CellSpace(Nb201Space):
 
     def canonicalize(self, spec: Any) -> Any:
         return spec
-
-    @functools.cached_property
-    def _sampler(self):
-        from llmnas_local.dsl.sampler import GrammarSampler
-
-        return GrammarSampler(self.grammar())
-
-    def sample(self, rng: random.Random) -> str:
-        """Same draws as ``Nb201Space.sample``, with the grammar parsed once instead of at every call."""
-        return self._sampler.sample(rng)
 
 
 def create_space(cfg: SpaceConfig) -> BaseSpace:

@@ -28,7 +28,7 @@ class Summary:
     max: float
 
     def to_json(self) -> dict[str, Any]:
-        return {k: _round(v) for k, v in dataclasses.asdict(self).items()}
+        return _rounded_fields(self)
 
 
 def summarize(values: Sequence[float]) -> Summary:
@@ -101,7 +101,7 @@ class PairedComparison:
     verdict: str
 
     def to_json(self) -> dict[str, Any]:
-        return {k: _round(v) for k, v in dataclasses.asdict(self).items()}
+        return _rounded_fields(self)
 
 
 def paired_comparison(entry: str, reference: str, budget: int, values: dict[int, float], ref_values: dict[int, float],
@@ -127,6 +127,11 @@ def published_check(measured: Summary, mean: float, std: float, *, slack: float 
     tol = 3.0 * std / math.sqrt(max(measured.n, 1)) + slack
     return {"published_mean": mean, "published_std": std, "delta": _round(delta), "tolerance": _round(tol),
             "within_noise": bool(abs(delta) < tol)}
+
+
+def _rounded_fields(record: Any) -> dict[str, Any]:
+    """A dataclass's fields as JSON, floats rounded."""
+    return {k: _round(v) for k, v in dataclasses.asdict(record).items()}
 
 
 def _round(v: Any, digits: int = 4) -> Any:

@@ -110,14 +110,20 @@ class BaseSpace(abc.ABC):
 
     def sample(self, rng: random.Random) -> str:
         """A string drawn from the grammar (grammar-driven, so it covers the whole language)."""
-        from llmnas_local.dsl.sampler import GrammarSampler
-
-        return GrammarSampler(self.grammar()).sample(rng)
+        return _grammar_sampler(self.grammar_file).sample(rng)
 
 
 @functools.lru_cache(maxsize=None)
 def _read_grammar(filename: str) -> str:
     return importlib.resources.files("llmnas_local.dsl").joinpath("grammars", filename).read_text()
+
+
+@functools.lru_cache(maxsize=None)
+def _grammar_sampler(filename: str):
+    """One sampler per grammar: random search calls ``sample`` once per proposal."""
+    from llmnas_local.dsl.sampler import GrammarSampler
+
+    return GrammarSampler(_read_grammar(filename))
 
 
 _SPACES: dict[str, Callable[[], BaseSpace]] = {}

@@ -1,5 +1,5 @@
 """The search loop and the history view proposers read."""
 from llmnas_local.search.history import HistoryView
-from llmnas_local.search.study import PendingTrial, Search, SearchStalled, iter_best_so_far, make_run_id
+from llmnas_local.search.study import PendingTrial, Search, SearchStalled, make_run_id
 
-__all__ = ["HistoryView", "PendingTrial", "Search", "SearchStalled", "iter_best_so_far", "make_run_id"]
+__all__ = ["HistoryView", "PendingTrial", "Search", "SearchStalled", "make_run_id"]

@@ -21,12 +21,12 @@ import hashlib
 import json
 import random
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from llmnas_local.dsl.base import BaseSpace, DslError, SemanticError
 from llmnas_local.evaluators.base import BaseEvaluator
 from llmnas_local.proposers.base import BaseProposer, Proposal
-from llmnas_local.records import (BUILD_S, EVAL_S, PROPOSE_S, VAL_ACC, Outcome, RunRecord, TrialRecord,
+from llmnas_local.records import (BUILD_S, EVAL_S, PROPOSE_S, Outcome, RunRecord, TrialRecord,
                                   TrialStatus)
 from llmnas_local.search.history import HistoryView
 from llmnas_local.store.base import BaseStore, StoreError
@@ -255,17 +255,3 @@ def _one_line(e: object, limit: int = 500) -> str:
     text = " ".join(str(e).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
-
-def iter_best_so_far(trials: list[TrialRecord], metric: str = VAL_ACC) -> Iterator[tuple[int, TrialRecord]]:
-    """(number of distinct evaluations, best trial so far by ``metric``) after each evaluation of a run."""
-    best: TrialRecord | None = None
-    n = 0
-    for t in trials:
-        if not t.status.evaluated:
-            continue
-        n += 1
-        if t.status is TrialStatus.COMPLETE and metric in t.metrics and (
-                best is None or t.metrics[metric] > best.metrics[metric]):
-            best = t
-        if best is not None:
-            yield n, best
