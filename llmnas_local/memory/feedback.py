@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the search package imports the proposers: no import cycle a
     from llmnas_local.search.history import HistoryView
 
 DIAGNOSIS = "diagnosis"    # key of TrialRecord.llm holding {"problem": ..., "modification": ...}
+SCAN_PER_SLOT = 8          # the window looks back over at most this many trials per slot for distinct proposals
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,18 +70,31 @@ class FeedbackMemory:
                 for t in history.best(self.num_elites)] if self.num_elites else []
 
     def triples(self, history: HistoryView, best_val: float | None = None) -> list[Triple]:
-        """The last ``window`` trials as diagnostic triples, oldest first."""
+        """The last ``window`` distinct proposals as diagnostic triples, oldest first.
+
+        A proposal the model wrote several times appears once, at its latest trial, with the count: a small model
+        copies what its context repeats, so a window full of one duplicate would teach it that duplicate. Proposals
+        are shown as the model wrote them, not in canonical form (which spells dead edges as ``none``)."""
         if self.window == 0:
             return []
         if best_val is None:
             best = history.best(1)
             best_val = best[0].metrics[VAL_ACC] if best else None
+        latest: dict[str, TrialRecord] = {}
+        counts: dict[str, int] = {}
+        for t in reversed(history.recent(self.window * SCAN_PER_SLOT)):
+            text = t.raw or t.canonical
+            counts[text] = counts.get(text, 0) + 1
+            if text not in latest and len(latest) < self.window:
+                latest[text] = t
         out = []
-        for t in history.recent(self.window):
+        for text, t in reversed(latest.items()):
             diagnosis = t.llm.get(DIAGNOSIS) or {}
+            outcome = describe_outcome(t, best_val)
+            if counts[text] > 1:
+                outcome += f" (proposed {counts[text]} times)"
             out.append(Triple(problem=str(diagnosis.get("problem", "")),
-                              modification=str(diagnosis.get("modification", "")),
-                              proposal=t.canonical or t.raw, outcome=describe_outcome(t, best_val)))
+                              modification=str(diagnosis.get("modification", "")), proposal=text, outcome=outcome))
         return out
 
     @staticmethod

@@ -38,8 +38,8 @@ def _caps(ctx: PromptContext) -> str:
 
 
 def _elites(elites: tuple[Elite, ...]) -> str:
-    if not elites:
-        return "(none yet)"
+    if not elites:   # not "(none yet)": a small model copies the word into the DSL, where `none` is an operation
+        return "(no results yet)"
     lines = []
     for i, e in enumerate(elites, 1):
         size = f", {e.params_m:.3f}M params" if e.params_m is not None else ""
@@ -50,7 +50,7 @@ def _elites(elites: tuple[Elite, ...]) -> str:
 
 def _triples(triples: tuple[Triple, ...]) -> str:
     if not triples:
-        return "(none yet)"
+        return "(no attempts yet)"
     lines = []
     for i, t in enumerate(triples, 1):
         head = f"{i}. problem: {t.problem or '-'} | modification: {t.modification or '-'}"
@@ -59,6 +59,7 @@ def _triples(triples: tuple[Triple, ...]) -> str:
 
 
 def _fill(name: str, ctx: PromptContext, **extra: str) -> list[dict[str, str]]:
+    """The system message and the user message of template ``name``, filled from ``ctx`` (and ``extra`` fields)."""
     user = load_template(name).substitute(
         task=ctx.task, caps=_caps(ctx), description=ctx.description.strip(),
         examples="\n".join(ctx.examples), elites=_elites(ctx.elites), triples=_triples(ctx.triples), **extra)
@@ -78,3 +79,8 @@ def generator_messages(ctx: PromptContext, diagnosis: dict[str, str] | None = No
         text = (f"\nDiagnosis: {diagnosis.get('problem', '').strip()}\n"
                 f"Apply this modification: {diagnosis.get('modification', '').strip()}\n")
     return _fill("generator", ctx, diagnosis=text)
+
+
+def mutator_messages(ctx: PromptContext, parent: str, parent_val: float) -> list[dict[str, str]]:
+    """The LLM as the mutation operator of an evolutionary loop: writes a child of ``parent``."""
+    return _fill("mutator", ctx, parent=parent, parent_val=f"{parent_val:.2f}")

@@ -48,3 +48,14 @@ def test_window_zero_and_elites_zero_switch_parts_off():
 
 def test_describe_outcome_of_a_timeout():
     assert describe_outcome(_trial(0, TrialStatus.TIMEOUT, error="ran past 600 s"), None) == "timed out: ran past 600 s"
+
+
+def test_a_repeated_proposal_fills_one_slot_with_its_count_and_the_model_s_own_spelling():
+    trials = [_trial(0, TrialStatus.COMPLETE, val=70.0, text="a"), _trial(1, TrialStatus.COMPLETE, val=71.0, text="b")]
+    trials += [_trial(i, TrialStatus.DUPLICATE, val=71.0, text="b") for i in range(2, 6)]
+    trials.append(TrialRecord(run_id="r", seq=6, proposer="llm", raw="|x~0|", canonical="|none~0|", arch_hash="h6",
+                              status=TrialStatus.INVALID, error="rejected: zero output"))
+    triples = FeedbackMemory(window=3).triples(_history(trials))
+    assert [t.proposal for t in triples] == ["a", "b", "|x~0|"]
+    assert triples[1].outcome.endswith("(proposed 5 times)") and triples[1].outcome.startswith("already evaluated")
+    assert "proposed" not in triples[0].outcome and "proposed" not in triples[2].outcome

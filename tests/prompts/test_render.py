@@ -27,6 +27,6 @@ def test_generator_prompt_shows_task_caps_elites_triples_and_diagnosis():
 
 def test_empty_memory_says_so_and_improver_asks_for_a_diagnosis():
     [_, user] = improver_messages(_ctx(elites=(), triples=(), max_params_m=None))
-    assert user["content"].count("(none yet)") == 2
+    assert user["content"].count("(no results yet)") == 1 and user["content"].count("(no attempts yet)") == 1
     assert "Constraints" not in user["content"]
     assert '"problem"' in user["content"] and '"modification"' in user["content"]

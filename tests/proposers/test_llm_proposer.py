@@ -76,7 +76,7 @@ def test_ablations_improver_off_and_no_memory():
     Search(get_space("nb201"), prop, FakeScoreEvaluator(), MemoryStore()).run(budget=3)
     assert all(call[1].grammar is not None for call in backend.calls)
     last = backend.calls[-1][0][0][1]["content"]
-    assert last.count("(none yet)") == 2 and "Diagnosis" not in last
+    assert last.count("(no results yet)") == 1 and last.count("(no attempts yet)") == 1 and "Diagnosis" not in last
     assert prop.settings()["improver"] is False and prop.settings()["window"] == 0
 
 
