@@ -256,7 +256,8 @@ class BenchRunner:
         run_id = self.config.run_id(entry, seed)
         proposer, shared = self._create_proposer(entry)
         try:
-            search = Search(self.space, proposer, self.evaluator, store, seed=seed, run_id=run_id)
+            search = Search(self.space, proposer, self.evaluator, store, seed=seed, run_id=run_id,
+                            max_stall=self.config.max_stall)
             stored = store.get_run(run_id)
             if canonical_json(stored.proposer_settings) != canonical_json(proposer.settings()):
                 raise GridError(f"run {run_id} was started with proposer settings "
@@ -286,10 +287,10 @@ class BenchRunner:
 
     def _create_proposer(self, entry: EntryConfig) -> tuple[Any, bool]:
         """The entry's proposer, and whether it holds a shared backend."""
-        from llmnas_local.proposers import create_proposer
+        from llmnas_local.proposers import LLM_PROPOSERS, create_proposer
 
         settings = dict(entry.settings)
-        uses_llm = entry.proposer == "llm" or "llm" in settings or "model" in settings
+        uses_llm = entry.proposer in LLM_PROPOSERS or "llm" in settings or "model" in settings
         if not uses_llm or "backend" in settings:
             return create_proposer(entry.proposer, **settings), False
         kind = str(settings.get("llm", DEFAULT_BACKEND))

@@ -17,7 +17,8 @@ DEFAULT_STORE = "runs/default"
 @click.option("--table", type=click.Path(dir_okay=False), default=None, help="nb201: the NAS-Bench-201 CSV.")
 @click.option("--preset", default="cifar10", show_default=True,
               help="nb201 table protocol: cifar10, cifar100, cifar10-12ep, cifar100-12ep.")
-@click.option("--proposer", default="llm", show_default=True, help="llm, random or evolution.")
+@click.option("--proposer", default="llm", show_default=True,
+              help="llm, llm-evo (evolution with the LLM as mutation operator), random or evolution.")
 @click.option("--budget", default=20, show_default=True, type=click.IntRange(min=1),
               help="Distinct evaluations to reach (a resumed run counts what it already did).")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(file_okay=False),
@@ -44,8 +45,8 @@ DEFAULT_STORE = "runs/default"
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds before a training is stopped.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Evaluations in parallel.")
-@click.option("--population", default=10, show_default=True, help="evolution: population size.")
-@click.option("--tournament", default=3, show_default=True, help="evolution: tournament size.")
+@click.option("--population", default=10, show_default=True, help="evolution, llm-evo: population size.")
+@click.option("--tournament", default=3, show_default=True, help="evolution, llm-evo: tournament size.")
 @click.option("--llm", "llm_backend", type=click.Choice(["transformers", "vllm", "openai"]), default="transformers",
               show_default=True, help="llm: in-process transformers + xgrammar, a managed vLLM server, or a running "
                                       "OpenAI-compatible local server (--llm-url).")
@@ -54,11 +55,13 @@ DEFAULT_STORE = "runs/default"
 @click.option("--llm-url", default=None, help="llm: base URL of a running local server (--llm openai).")
 @click.option("--vllm-python", default=None,
               help="llm: the Python that runs the vLLM server (default: $LLMNAS_VLLM_PYTHON or this one).")
-@click.option("--candidates", default=4, show_default=True, help="llm: completions per generator call.")
+@click.option("--candidates", type=int, default=None,
+              help="llm: completions per generator call [default: 4]; llm-evo: children per call [default: 8].")
 @click.option("--memory-window", default=5, show_default=True, help="llm: diagnostic triples shown (0: no memory).")
 @click.option("--elites", default=5, show_default=True, help="llm: best designs shown (0: none).")
 @click.option("--improver/--no-improver", default=True, show_default=True, help="llm: the diagnosis role.")
-@click.option("--temperature", default=0.8, show_default=True, help="llm: sampling temperature.")
+@click.option("--temperature", type=float, default=None,
+              help="llm, llm-evo: sampling temperature [default: 0.8; llm-evo: 1.0].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def search(space: str, data: str, table: str | None, preset: str, proposer: str, budget: int, store: str,
@@ -66,8 +69,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
            batch_size: int | None, input_size: int | None,
            train_size: int | None, val_size: int | None, test_size: int | None, max_params_m: float | None,
            max_flops_m: float | None, device: str, timeout: float, workers: int, population: int, tournament: int,
-           llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None, candidates: int,
-           memory_window: int, elites: int, improver: bool, temperature: float, quiet: bool) -> None:
+           llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None, candidates: int | None,
+           memory_window: int, elites: int, improver: bool, temperature: float | None, quiet: bool) -> None:
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
     from llmnas_local.proposers import create_proposer
@@ -102,12 +105,14 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
         evaluator = TrainingEvaluator(data_spec, config, time_limit_s=timeout, threads=_threads_per_worker(workers),
                                       **caps)
     settings: dict = {}
-    if proposer == "evolution":
+    if proposer in ("evolution", "llm-evo"):
         settings = {"population": population, "tournament": tournament}
-    elif proposer == "llm":
-        settings = {"llm": llm_backend, "model": model, "base_url": llm_url, "candidates": candidates,
-                    "window": memory_window, "elites": elites, "improver": improver, "temperature": temperature,
-                    "backend_settings": {"python": vllm_python} if llm_backend == "vllm" and vllm_python else {}}
+    if proposer in ("llm", "llm-evo"):
+        settings.update(llm=llm_backend, model=model, base_url=llm_url,
+                        backend_settings={"python": vllm_python} if llm_backend == "vllm" and vllm_python else {})
+        settings.update({k: v for k, v in (("candidates", candidates), ("temperature", temperature)) if v is not None})
+        if proposer == "llm":
+            settings.update(window=memory_window, elites=elites, improver=improver)
         if not quiet:
             click.echo(f"loading {model} on the {llm_backend} backend...", err=True)
     prop = create_proposer(proposer, **settings)

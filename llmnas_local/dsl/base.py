@@ -99,6 +99,13 @@ class BaseSpace(abc.ABC):
     def mutate(self, spec: Any, rng: random.Random) -> Any:
         """A spec that differs from ``spec`` in exactly one element (one edge, one key of one stage...)."""
 
+    def neighbour_grammar(self, spec: Any, allowed: Callable[[Any], bool] | None = None) -> str | None:
+        """The grammar of the specs :meth:`mutate` can draw from ``spec`` (one element changed) that ``allowed``
+        accepts (e.g. those the run has not evaluated), for a model used as the mutation operator: it chooses which
+        element and what to, and cannot copy the parent. ``None`` where the space has no such grammar (the caller then
+        uses :meth:`grammar`) or where ``allowed`` leaves no child."""
+        return None
+
     # -- prompts ------------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def describe(self) -> str:

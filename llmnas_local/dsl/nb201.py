@@ -227,6 +227,21 @@ class Nb201Space(BaseSpace):
         ops[k] = rng.choice([op for op in OPS if op != ops[k]])
         return Nb201Spec(tuple(ops))
 
+    def neighbour_grammar(self, spec: Nb201Spec, allowed=None) -> str | None:
+        """One alternative per edge: that edge takes one of the other ops (those whose child ``allowed`` accepts),
+        every other edge is the parent's."""
+        separators = format_nb201(spec).split("|")     # ["", op~0, "+", op~0, op~1, "+", ...]
+        slots = [i for i, part in enumerate(separators) if "~" in part]
+        alternatives = []
+        for k, slot in enumerate(slots):
+            node = separators[slot].split("~")[1]
+            ops = [o for o in OPS if o != spec.ops[k] and (
+                allowed is None or allowed(Nb201Spec(spec.ops[:k] + (o,) + spec.ops[k + 1:])))]
+            if ops:
+                head, tail = "|".join(separators[:slot]) + "|", "~" + node + "|" + "|".join(separators[slot + 1:])
+                alternatives.append(f'"{head}" (' + " | ".join(f'"{o}"' for o in ops) + f') "{tail}"')
+        return "root ::= " + "\n    | ".join(alternatives) + "\n" if alternatives else None
+
     def describe(self) -> str:
         return (
             "A NAS-Bench-201 cell: a small DAG with nodes 0 (cell input) to 3 (cell output). Each node j is the sum of "

@@ -32,13 +32,33 @@ def create_llm_proposer(llm: str = "transformers", model: str | None = "smollm2"
 
     cfg = LLMProposerConfig(**config)            # reject bad settings before loading a model
     if backend is None:
-        from llmnas_local.llm import create_backend
-
-        settings = dict(backend_settings or {})
-        if base_url is not None:
-            settings["base_url"] = base_url
-        backend = create_backend(llm, model=model, **settings)
+        backend = _create_backend(llm, model, base_url, backend_settings)
     return LLMProposer(backend, cfg, model_name=model)
+
+
+def create_llm_evolution_proposer(llm: str = "transformers", model: str | None = "smollm2", *, backend=None,
+                                  base_url: str | None = None, backend_settings: dict[str, Any] | None = None,
+                                  **config: Any) -> BaseProposer:
+    """Regularized evolution with the LLM as its mutation operator (``llm-evo``); arguments as
+    :func:`create_llm_proposer`, ``config`` holds :class:`LLMEvolutionConfig` fields."""
+    from llmnas_local.proposers.llm_evolution import LLMEvolutionConfig, LLMEvolutionProposer
+
+    cfg = LLMEvolutionConfig(**config)
+    if backend is None:
+        backend = _create_backend(llm, model, base_url, backend_settings)
+    return LLMEvolutionProposer(backend, cfg, model_name=model)
+
+
+def _create_backend(llm: str, model: str | None, base_url: str | None, backend_settings: dict[str, Any] | None):
+    from llmnas_local.llm import create_backend
+
+    settings = dict(backend_settings or {})
+    if base_url is not None:
+        settings["base_url"] = base_url
+    return create_backend(llm, model=model, **settings)
+
+
+LLM_PROPOSERS = ("llm", "llm-evo")     # proposers that take a backend (``backend=``, ``llm=``, ``model=``)
 
 
 def _register_builtin() -> None:
@@ -48,8 +68,9 @@ def _register_builtin() -> None:
     register_proposer("random", RandomProposer)
     register_proposer("evolution", EvolutionProposer)
     register_proposer("llm", create_llm_proposer)
+    register_proposer("llm-evo", create_llm_evolution_proposer)
 
 
 _register_builtin()
 
-__all__ = ["BaseProposer", "Proposal", "create_proposer", "list_proposers", "register_proposer"]
+__all__ = ["LLM_PROPOSERS", "BaseProposer", "Proposal", "create_proposer", "list_proposers", "register_proposer"]

@@ -55,6 +55,16 @@ class LLMProposerConfig:
             raise ValueError("memory window and elites must be >= 0")
 
 
+def heated_temperature(history: HistoryView, base: float, per_repeat: float, ceiling: float) -> float:
+    """``base`` raised by ``per_repeat`` for every duplicate at the end of the history, up to ``ceiling``."""
+    repeats = 0
+    for t in reversed(history.recent(50)):
+        if t.status is not TrialStatus.DUPLICATE:
+            break
+        repeats += 1
+    return round(min(max(base + per_repeat * repeats, base), ceiling), 3)
+
+
 class LLMProposer(BaseProposer):
     name = "llm"
 
@@ -109,13 +119,8 @@ class LLMProposer(BaseProposer):
     def temperature(self, history: HistoryView) -> float:
         """The generator's temperature: the configured one, raised by ``heat_per_repeat`` for every duplicate at the
         end of the history, up to ``max_temperature``. A function of the history, so a resumed run continues alike."""
-        repeats = 0
-        for t in reversed(history.recent(50)):
-            if t.status is not TrialStatus.DUPLICATE:
-                break
-            repeats += 1
-        heated = self.config.temperature + self.config.heat_per_repeat * repeats
-        return round(min(max(heated, self.config.temperature), self.config.max_temperature), 3)
+        return heated_temperature(history, self.config.temperature, self.config.heat_per_repeat,
+                                  self.config.max_temperature)
 
     def _diagnose(self, ctx: PromptContext, rng: random.Random) -> tuple[dict[str, str] | None, dict[str, Any]]:
         """One improver call. A malformed answer is recorded and the generator runs without a diagnosis."""

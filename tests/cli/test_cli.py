@@ -62,6 +62,19 @@ def test_search_top_show_export_on_the_table(tmp_path, nb201_csv):
     assert len(lines) == len(rows) and json.loads(lines[0])["run_id"]
 
 
+@pytest.mark.slow
+def test_search_with_the_llm_as_mutation_operator(tmp_path, nb201_csv, smollm2_dir):
+    store = tmp_path / "llm-evo"
+    r = run("search", "--space", "nb201", "--table", nb201_csv, "--proposer", "llm-evo", "--population", 4,
+            "--tournament", 2, "--candidates", 4, "--budget", 8, "--store", store, "-q")
+    assert r.exit_code == 0, r.output
+    assert "8 evaluations" in r.output
+    trials = [json.loads(line) for line in run("export", store).output.splitlines()]
+    bred = [t for t in trials if t["llm"]]
+    assert bred and all(t["parent_hash"] and "smollm2" in t["llm"]["model"] for t in bred)
+    assert all(t["status"] in ("complete", "duplicate", "invalid") for t in bred)
+
+
 @pytest.mark.parametrize("args, message", [
     (("search", "--space", "nb201"), "give --table PATH"),
     (("search", "--space", "nb201", "--table", "/nonexistent.csv"), "/nonexistent.csv"),

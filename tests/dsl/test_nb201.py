@@ -197,6 +197,21 @@ def test_mutate_changes_exactly_one_edge():
     assert a[0] == a[1]
 
 
+def test_neighbour_grammar_is_exactly_the_one_edge_mutations():
+    from llmnas_local.dsl.sampler import GrammarSampler
+
+    spec = SPACE.parse(RESNET)
+    sampler = GrammarSampler(SPACE.neighbour_grammar(spec))
+    rng = random.Random(0)
+    children = {sampler.sample(rng) for _ in range(2000)}
+    expected = set()
+    for k in range(len(EDGES)):
+        for op in OPS:
+            if op != spec.ops[k]:
+                expected.add(SPACE.format(type(spec)(spec.ops[:k] + (op,) + spec.ops[k + 1:])))
+    assert children == expected and len(expected) == len(EDGES) * (len(OPS) - 1)   # never the parent itself
+
+
 def test_prompt_material():
     text = SPACE.describe()
     assert all(op in text for op in OPS) and "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|" in text
