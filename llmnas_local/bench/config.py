@@ -9,6 +9,7 @@ A grid file (``benchmarks/grids/*.toml``)::
     max_budget = 300                   # each run goes this far (default: the largest budget)
     reference = "evolution"            # paired comparisons are against this entry (default: evolution if present)
     band = "std"                       # curve plot band: "std" or "ci95"
+    max_stall = 200                    # a run stops (stalled) after this many known or invalid proposals in a row
 
     [space]
     name = "nb201"                     # nb201: table look-ups; cnn: trainings
@@ -108,6 +109,7 @@ class BenchConfig:
     max_budget: int = 100
     reference: str | None = None              # None: no paired comparisons
     band: str = "std"
+    max_stall: int = 200                      # Search(max_stall=...): known or invalid proposals in a row
     bootstrap_resamples: int = 10_000
     bootstrap_seed: int = 0
     published: dict[str, dict[int, tuple[float, float, int]]] = dataclasses.field(default_factory=dict, hash=False)
@@ -138,6 +140,8 @@ class BenchConfig:
             raise GridError(f"space.distinct must be one of {', '.join(DISTINCT)}, got {self.space.distinct!r}")
         if self.space.name == "nb201" and not self.space.table:
             raise GridError("space nb201 evaluates by table look-up: give its table (the NAS-Bench-201 CSV)")
+        if self.max_stall < 1:
+            raise GridError("max_stall must be at least 1")
         if self.bootstrap_resamples < 100:
             raise GridError("bootstrap_resamples must be at least 100")
 
@@ -152,8 +156,8 @@ class BenchConfig:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "entries": [e.to_json() for e in self.entries], "seeds": list(self.seeds),
                 "space": self.space.to_json(), "budgets": list(self.report_budgets), "max_budget": self.max_budget,
-                "reference": self.reference, "band": self.band, "bootstrap_resamples": self.bootstrap_resamples,
-                "bootstrap_seed": self.bootstrap_seed,
+                "reference": self.reference, "band": self.band, "max_stall": self.max_stall,
+                "bootstrap_resamples": self.bootstrap_resamples, "bootstrap_seed": self.bootstrap_seed,
                 "published": {e: {str(b): list(v) for b, v in p.items()} for e, p in self.published.items()}}
 
     def replace(self, **changes: Any) -> "BenchConfig":
@@ -254,8 +258,8 @@ def _published(raw: Any) -> dict[str, dict[int, tuple[float, float, int]]]:
     return out
 
 
-_TOP = {"name", "entries", "seeds", "space", "budgets", "max_budget", "reference", "band", "bootstrap_resamples",
-        "bootstrap_seed", "published"}
+_TOP = {"name", "entries", "seeds", "space", "budgets", "max_budget", "reference", "band", "max_stall",
+        "bootstrap_resamples", "bootstrap_seed", "published"}
 
 
 def config_from_dict(raw: Mapping[str, Any], base: Path | None = None, default_name: str | None = None) -> BenchConfig:
@@ -272,6 +276,7 @@ def config_from_dict(raw: Mapping[str, Any], base: Path | None = None, default_n
     return BenchConfig(name=str(raw.get("name") or default_name or "bench"), entries=entries,
                        seeds=parse_seeds(raw.get("seeds", 3)), space=_space(raw.get("space", {}), base),
                        budgets=budgets, max_budget=max_budget, reference=reference, band=raw.get("band", "std"),
+                       max_stall=int(raw.get("max_stall", 200)),
                        bootstrap_resamples=int(raw.get("bootstrap_resamples", 10_000)),
                        bootstrap_seed=int(raw.get("bootstrap_seed", 0)), published=_published(raw.get("published", {})))
 

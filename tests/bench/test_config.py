@@ -25,6 +25,9 @@ def test_baseline_grids_carry_the_published_columns():
     assert c10.published["evolution"][100] == (94.05, 0.29, 300) and c10.seeds == tuple(range(100))
     assert c10.space.preset == "cifar10" and c10.report_budgets == (10, 30, 100, 300)
     assert load_grid(GRIDS / "nb201-baselines-c100.toml").published["random"][300] == (72.22, 0.72, 300)
+    memory = load_grid(GRIDS / "nb201-llm-memory-c10.toml")
+    assert memory.max_stall == 24 and c10.max_stall == 200 and memory.to_json()["max_stall"] == 24
+    assert {e.proposer for e in load_grid(GRIDS / "nb201-llm-c10.toml").entries} == {"random", "evolution", "llm-evo"}
 
 
 def test_seeds():
@@ -53,6 +56,8 @@ def test_invalid_grids_name_the_field(tmp_path):
         BenchConfig("b", (EntryConfig("a", "random"),), (0,), space, reference="x")
     with pytest.raises(GridError, match="give its table"):
         BenchConfig("b", (EntryConfig("a", "random"),), (0,), SpaceConfig())
+    with pytest.raises(GridError, match="max_stall"):
+        BenchConfig("b", (EntryConfig("a", "random"),), (0,), space, max_stall=0)
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "b"\nseeds = 2\nbogus = 1\n')
     with pytest.raises(GridError, match="bad.toml: unknown key.*bogus"):
