@@ -30,10 +30,10 @@ def test_llm_smoke_grid_reports(nb201_csv, smollm2_dir, tmp_path):
     llm_trials = [r for r in results["runs"] if r["entry"] == "llm-evo"]
     assert len(llm_trials) == 2 and all(len(r["curve_test"]) >= 10 for r in llm_trials)
     table = (folder / "table.md").read_text()
-    assert all(f"| {n} | 2 |" in table for n in ("random", "evolution", "llm", "llm-evo"))
+    assert all(f"| {n} | 2" in table for n in ("random", "evolution", "llm", "llm-evo"))   # "2 (1 stalled)" too
     assert "## Paired comparisons against `evolution`" in table
     for png in ("curves.png", "distribution.png"):
         assert_png(folder / png)
     prov = json.loads((folder / "provenance.json").read_text())
     [model] = prov["models"]
-    assert model["name"] == "smollm2" and model["files"] and all(len(f["sha256"]) == 64 for f in model["files"])
+    assert "smollm2" in model["name"] and model["files"] and all(len(f["sha256"]) == 64 for f in model["files"])
