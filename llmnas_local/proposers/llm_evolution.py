@@ -66,10 +66,10 @@ class LLMEvolutionProposer(BaseProposer):
         if len(alive) < self.config.population:            # warm-up: random members, as in regularized evolution
             return [Proposal(history.space.sample(rng)) for _ in range(n)]
         t0 = time.perf_counter()
-        space, c = history.space, history.constraints
+        space, caps = history.space, history.constraints
         parent, grammar = self._parent_and_grammar(history, alive, rng)
         ctx = PromptContext(task=history.task or "image classification", description=space.describe(), examples=(),
-                            elites=(), triples=(), max_params_m=c.max_params_m, max_flops_m=c.max_flops_m)
+                            elites=(), triples=(), max_params_m=caps.max_params_m, max_flops_m=caps.max_flops_m)
         messages = mutator_messages(ctx, parent.raw, parent.metrics[VAL_ACC])
         temperature = heated_temperature(history, self.config.temperature, self.config.heat_per_repeat,
                                          self.config.max_temperature)
