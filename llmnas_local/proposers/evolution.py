@@ -15,6 +15,12 @@ if TYPE_CHECKING:  # the search package imports the proposers: no import cycle a
     from llmnas_local.search.history import HistoryView
 
 
+def tournament_winner(alive, size: int, rng: random.Random):
+    """The best by validation accuracy of ``size`` members of ``alive`` drawn with replacement (Real et al.'s code)."""
+    contestants = [alive[rng.randrange(len(alive))] for _ in range(size)]
+    return max(contestants, key=lambda t: t.metrics[VAL_ACC])
+
+
 class EvolutionProposer(BaseProposer):
     name = "evolution"
     MAX_REDRAWS = 50     # fresh tournaments when a child is already known
@@ -42,8 +48,7 @@ class EvolutionProposer(BaseProposer):
         space = history.space
         for attempt in range(self.MAX_REDRAWS + self.MAX_WALK):
             if attempt < self.MAX_REDRAWS:
-                contestants = [alive[rng.randrange(len(alive))] for _ in range(self.tournament)]
-                parent = max(contestants, key=lambda t: t.metrics[VAL_ACC])
+                parent = tournament_winner(alive, self.tournament, rng)
                 spec = space.parse(parent.raw)
             spec = space.mutate(spec, rng)
             if not history.is_known(space.arch_hash(spec)):

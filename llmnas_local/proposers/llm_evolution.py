@@ -20,6 +20,7 @@ from typing import Any, TYPE_CHECKING
 from llmnas_local.llm.base import Constraint
 from llmnas_local.prompts import PromptContext, mutator_messages
 from llmnas_local.proposers.base import BaseProposer, Proposal
+from llmnas_local.proposers.evolution import tournament_winner
 from llmnas_local.proposers.llm import heated_temperature
 from llmnas_local.records import VAL_ACC
 
@@ -93,13 +94,13 @@ class LLMEvolutionProposer(BaseProposer):
         def unknown(child) -> bool:
             return not history.is_known(space.arch_hash(child))
 
-        for _ in range(self.MAX_REDRAWS):
-            contestants = [alive[rng.randrange(len(alive))] for _ in range(self.config.tournament)]
-            parent = max(contestants, key=lambda t: t.metrics[VAL_ACC])
-            spec = space.parse(parent.raw)
-            if space.neighbour_grammar(spec) is None:        # the space has none: the model writes whole strings
-                return parent, space.grammar()
-            grammar = space.neighbour_grammar(spec, unknown)
+        parent = tournament_winner(alive, self.config.tournament, rng)
+        if space.neighbour_grammar(space.parse(parent.raw)) is None:   # the space has none: the model writes strings
+            return parent, space.grammar()
+        for attempt in range(self.MAX_REDRAWS):
+            if attempt:
+                parent = tournament_winner(alive, self.config.tournament, rng)
+            grammar = space.neighbour_grammar(space.parse(parent.raw), unknown)
             if grammar is not None:
                 return parent, grammar
         return parent, space.grammar()
