@@ -186,23 +186,21 @@ class TransformersBackend(BaseBackend):
 
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         head = ids[:-1]                       # generate feeds the last token itself
-        reuse = 0
-        if self._prefix is not None:
-            cached_ids, cached = self._prefix
-            limit = min(len(cached_ids), len(head))
-            while reuse < limit and cached_ids[reuse] == head[reuse]:
-                reuse += 1
-        if reuse:
-            cache = copy.deepcopy(self._prefix[1])
-            if len(self._prefix[0]) > reuse:
-                cache.crop(reuse - len(self._prefix[0]))     # a negative count removes that many tokens
-        else:
+        cached_ids, cache = self._prefix or ([], None)
+        self._prefix = None                   # the cache is extended in place: never left stale by an error below
+        reuse, limit = 0, min(len(cached_ids), len(head))
+        while reuse < limit and cached_ids[reuse] == head[reuse]:
+            reuse += 1
+        if not reuse:
             cache = DynamicCache(config=self._model.config)
+        elif len(cached_ids) > reuse:
+            cache.crop(reuse - len(cached_ids))               # a negative count removes that many tokens
         cache_kw = _cache_keyword()
         if len(head) > reuse:
             self._model(input_ids=torch.tensor([head[reuse:]], device=self.device), use_cache=True,
                         cache_position=torch.arange(reuse, len(head), device=self.device), **{cache_kw: cache})
-        self._prefix = (head, copy.deepcopy(cache))
+        self._prefix = (head, cache)
+        cache = copy.deepcopy(cache)          # decoding grows its copy; the prefix stays for the next call
         kwargs = self._sampling_kwargs(compiled, n, max_tokens, temperature, top_p)
         rows = kwargs.pop("num_return_sequences")
         if rows > 1:
