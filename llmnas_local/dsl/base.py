@@ -106,6 +106,12 @@ class BaseSpace(abc.ABC):
         uses :meth:`grammar`) or where ``allowed`` leaves no child."""
         return None
 
+    def prefix_guard(self, constraints: Constraints) -> Callable[[str], bool] | None:
+        """A predicate on partial DSL text for constrained decoding: False once no completion of the text can pass
+        :meth:`check` and the caps of ``constraints``, so a decoder can mask such tokens as it masks those the grammar
+        forbids. ``None`` where the space has none."""
+        return None
+
     # -- prompts ------------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def describe(self) -> str:

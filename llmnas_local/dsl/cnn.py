@@ -133,14 +133,16 @@ def make_stage(block: str, **keys: object) -> StageSpec:
     return StageSpec(block=block, **{**full, **keys})
 
 
-def bt_mid_channels(channels: int, bottle_ratio: float) -> int:
-    """Mid channels of timm's BottleneckBlock: ``timm.layers.make_divisible(channels * bottle_ratio)`` (divisor 8).
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """``timm.layers.make_divisible`` with its defaults (divisor 8, round_limit 0.9), mirrored so that the space
+    stays importable without torch; tests check it against timm."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
 
-    Mirrored here so that the space stays importable without torch; tests check it against timm.
-    """
-    v = channels * bottle_ratio
-    mid = max(8, int(v + 4) // 8 * 8)
-    return mid + 8 if mid < 0.9 * v else mid
+
+def bt_mid_channels(channels: int, bottle_ratio: float) -> int:
+    """Mid channels of timm's BottleneckBlock: ``make_divisible(channels * bottle_ratio)``."""
+    return make_divisible(channels * bottle_ratio)
 
 
 # -- parser -------------------------------------------------------------------------------------------------------
@@ -388,6 +390,11 @@ class CnnSpace(BaseSpace):
 
     def mutate(self, spec: CnnSpec, rng: random.Random) -> CnnSpec:
         return mutate_cnn(spec, rng)
+
+    def prefix_guard(self, constraints: Constraints):
+        from llmnas_local.dsl.cnn_cost import cnn_prefix_guard
+
+        return cnn_prefix_guard(constraints)
 
     def describe(self) -> str:
         return DESCRIPTION

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 Messages = Sequence[Mapping[str, str]]          # one chat: [{"role": "system"|"user"|"assistant", "content": str}, ...]
 
@@ -29,10 +29,16 @@ class BackendError(RuntimeError):
 class Constraint:
     """What the output must match: exactly one of ``grammar`` (EBNF in xgrammar's dialect, root rule ``root``) or
     ``json_schema`` (a JSON schema as a dict). Bound every repetition in a grammar (``{1,6}``) so that even a weak
-    model ends a valid string within ``max_tokens``."""
+    model ends a valid string within ``max_tokens``.
+
+    ``prefix_guard`` (optional, grammar only): a predicate on partial outputs, False once no completion can be valid
+    (a search space's :meth:`~llmnas_local.dsl.base.BaseSpace.prefix_guard`: caps on parameters and FLOPs...).
+    Backends whose ``enforces_prefix_guard`` is True mask the tokens that fail it; the others decode under the grammar
+    alone, and what the guard would have stopped is rejected by the search."""
 
     grammar: str | None = None
     json_schema: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
+    prefix_guard: Callable[[str], bool] | None = dataclasses.field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.grammar is None) == (self.json_schema is None):
@@ -41,6 +47,8 @@ class Constraint:
             raise ValueError("Constraint.grammar must be a non-empty EBNF string")
         if self.json_schema is not None and not isinstance(self.json_schema, dict):
             raise ValueError("Constraint.json_schema must be a dict")
+        if self.prefix_guard is not None and (self.grammar is None or not callable(self.prefix_guard)):
+            raise ValueError("Constraint.prefix_guard must be a callable, and goes with a grammar")
 
     @property
     def kind(self) -> str:
@@ -92,6 +100,7 @@ class BaseBackend(abc.ABC):
     """
 
     name: str = "base"
+    enforces_prefix_guard: bool = False    # whether decoding masks the tokens a Constraint.prefix_guard rejects
 
     def __init__(self, model: str, defaults: Mapping[str, float] | None = None):
         self.model = str(model)

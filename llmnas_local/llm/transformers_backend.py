@@ -34,6 +34,7 @@ class TransformersBackend(BaseBackend):
     """
 
     name = "transformers"
+    enforces_prefix_guard = True
 
     def __init__(self, model: str | os.PathLike = "smollm2", *, gguf_file: str | None = None, device: str | None = None,
                  dtype: str | None = None, max_batch_rows: int = 32, defaults: Mapping[str, float] | None = None):
@@ -71,6 +72,7 @@ class TransformersBackend(BaseBackend):
         vocab_size = self._model.get_output_embeddings().weight.shape[0]
         info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab_size, stop_token_ids=self.stop_ids)
         self._compiler = xgr.GrammarCompiler(info, max_threads=max(1, min(8, os.cpu_count() or 1)))
+        self._token_texts = [b.decode("utf-8", errors="replace") for b in info.decoded_vocab]
         self._compiled: collections.OrderedDict[str, Any] = collections.OrderedDict()   # LRU, COMPILED_CACHE entries
         self._prefix: tuple[list[int], Any] | None = None   # (token ids, their KV cache) of the last prompt
 
@@ -119,6 +121,7 @@ class TransformersBackend(BaseBackend):
         if self._model is None:
             raise BackendError(f"{self.name} backend for {self.model} is closed")
         compiled = self.compile(constraint) if constraint is not None else None
+        guard = constraint.prefix_guard if constraint is not None else None
         texts = [self.render(p) for p in prompts]
         per_chunk = max(1, self.max_batch_rows // n)
         results: list[Generation] = []
@@ -129,16 +132,19 @@ class TransformersBackend(BaseBackend):
             if seed is not None:
                 torch.manual_seed(seed)
             if len(texts) == 1:          # what the proposers send: one prompt, n samples
-                results.append(self._generate_shared(texts[0], compiled, n, max_tokens, temperature, top_p))
+                results.append(self._generate_shared(texts[0], compiled, guard, n, max_tokens, temperature,
+                                                     top_p))
             else:
                 for start in range(0, len(texts), per_chunk):
-                    results.extend(self._generate_chunk(texts[start:start + per_chunk], compiled, n, max_tokens,
-                                                        temperature, top_p))
+                    results.extend(self._generate_chunk(texts[start:start + per_chunk], compiled, guard, n,
+                                                        max_tokens, temperature, top_p))
         gen_s = time.perf_counter() - t0
         return [Generation(completions=c, tokens_in=t, gen_s=gen_s) for c, t in results]
 
-    def _sampling_kwargs(self, compiled, n, max_tokens, temperature, top_p) -> dict[str, Any]:
+    def _sampling_kwargs(self, compiled, guard, n, max_tokens, temperature, top_p) -> dict[str, Any]:
         import xgrammar as xgr
+
+        from llmnas_local.llm.guarded_decoding import GuardedGrammarProcessor
 
         sample = temperature > 0
         kwargs: dict[str, Any] = dict(max_new_tokens=max_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
@@ -148,7 +154,11 @@ class TransformersBackend(BaseBackend):
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if compiled is not None:
-            kwargs["logits_processor"] = [xgr.contrib.hf.LogitsProcessor(compiled)]  # one-shot: new per call
+            processor = xgr.contrib.hf.LogitsProcessor(compiled)  # one-shot: new per call
+            if guard is not None:
+                processor = GuardedGrammarProcessor(processor, guard, self._token_texts, temperature if sample else 0,
+                                                    top_p)
+            kwargs["logits_processor"] = [processor]
         return kwargs
 
     def _run_generate(self, **kwargs):
@@ -168,17 +178,17 @@ class TransformersBackend(BaseBackend):
                                           finish_reason=FINISH_LENGTH if end is None else FINISH_STOP))
         return completions * n if not sample else completions
 
-    def _generate_chunk(self, texts, compiled, n, max_tokens, temperature, top_p):
+    def _generate_chunk(self, texts, compiled, guard, n, max_tokens, temperature, top_p):
         """Several prompts as one left-padded batch, each prompt repeated ``n`` times."""
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        kwargs = self._sampling_kwargs(compiled, n, max_tokens, temperature, top_p)
+        kwargs = self._sampling_kwargs(compiled, guard, n, max_tokens, temperature, top_p)
         out = self._run_generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         rows = kwargs["num_return_sequences"]
         return [(self._completions(new[i * rows:(i + 1) * rows], n, temperature > 0), int(mask))
                 for i, mask in enumerate(enc["attention_mask"].sum(dim=1).tolist())]
 
-    def _generate_shared(self, text, compiled, n, max_tokens, temperature, top_p):
+    def _generate_shared(self, text, compiled, guard, n, max_tokens, temperature, top_p):
         """One prompt, ``n`` samples: prefill once (reusing the cached prefix of the last prompt), then decode the
         ``n`` rows from copies of that cache. Same distribution as ``num_return_sequences``, without ``n`` prefills."""
         import torch
@@ -201,7 +211,7 @@ class TransformersBackend(BaseBackend):
                         cache_position=torch.arange(reuse, len(head), device=self.device), **{cache_kw: cache})
         self._prefix = (head, cache)
         cache = copy.deepcopy(cache)          # decoding grows its copy; the prefix stays for the next call
-        kwargs = self._sampling_kwargs(compiled, n, max_tokens, temperature, top_p)
+        kwargs = self._sampling_kwargs(compiled, guard, n, max_tokens, temperature, top_p)
         rows = kwargs.pop("num_return_sequences")
         if rows > 1:
             cache.batch_repeat_interleave(rows)

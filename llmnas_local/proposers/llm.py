@@ -65,6 +65,19 @@ def heated_temperature(history: HistoryView, base: float, per_repeat: float, cei
     return round(min(max(base + per_repeat * repeats, base), ceiling), 3)
 
 
+def dsl_constraint(history: HistoryView, grammar: str | None = None) -> Constraint:
+    """What a generator call decodes under: the space's grammar (or ``grammar``) and its prefix guard for the task's
+    constraints (caps on parameters and FLOPs...), which backends with ``enforces_prefix_guard`` apply token by
+    token."""
+    space = history.space
+    return Constraint(grammar=grammar or space.grammar(), prefix_guard=space.prefix_guard(history.constraints))
+
+
+def guard_record(backend, constraint: Constraint) -> dict[str, bool]:
+    """For each trial's record: whether decoding enforced a prefix guard."""
+    return {"prefix_guard": constraint.prefix_guard is not None and backend.enforces_prefix_guard}
+
+
 class LLMProposer(BaseProposer):
     name = "llm"
 
@@ -100,7 +113,9 @@ class LLMProposer(BaseProposer):
         messages = generator_messages(ctx, diagnosis)
         temperature = self.temperature(history)
         meta["temperature"] = temperature
-        [gen] = self.backend.generate([messages], Constraint(grammar=history.space.grammar()),
+        constraint = dsl_constraint(history)
+        meta.update(guard_record(self.backend, constraint))
+        [gen] = self.backend.generate([messages], constraint,
                                       n=max(n, self.config.candidates), max_tokens=self.config.max_tokens,
                                       temperature=temperature, top_p=self.config.top_p,
                                       seed=rng.randrange(2**31))

@@ -17,11 +17,10 @@ import random
 import time
 from typing import Any, TYPE_CHECKING
 
-from llmnas_local.llm.base import Constraint
 from llmnas_local.prompts import PromptContext, mutator_messages
 from llmnas_local.proposers.base import BaseProposer, Proposal
 from llmnas_local.proposers.evolution import tournament_winner
-from llmnas_local.proposers.llm import heated_temperature
+from llmnas_local.proposers.llm import dsl_constraint, guard_record, heated_temperature
 from llmnas_local.records import VAL_ACC
 
 if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
@@ -74,13 +73,15 @@ class LLMEvolutionProposer(BaseProposer):
         messages = mutator_messages(ctx, parent.raw, parent.metrics[VAL_ACC])
         temperature = heated_temperature(history, self.config.temperature, self.config.heat_per_repeat,
                                          self.config.max_temperature)
-        [gen] = self.backend.generate([messages], Constraint(grammar=grammar),
+        constraint = dsl_constraint(history, grammar)
+        [gen] = self.backend.generate([messages], constraint,
                                       n=max(n, self.config.candidates), max_tokens=self.config.max_tokens,
                                       temperature=temperature, top_p=self.config.top_p, seed=rng.randrange(2**31))
         share = (time.perf_counter() - t0) / max(1, len(gen.completions))
         prompt = json.dumps(messages, ensure_ascii=False)
         meta = {"backend": self.backend.name, "model": str(self.backend.model), "temperature": temperature,
-                "prompt": prompt, "tokens_in": gen.tokens_in, "gen_s": gen.gen_s}
+                "prompt": prompt, "tokens_in": gen.tokens_in, "gen_s": gen.gen_s,
+                **guard_record(self.backend, constraint)}
         return [Proposal(c.text.strip(), parent_hash=parent.arch_hash, propose_s=share,
                          llm={**meta, "raw_output": c.text, "tokens_out": c.tokens_out,
                               "finish_reason": c.finish_reason})

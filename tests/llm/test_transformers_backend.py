@@ -51,6 +51,30 @@ def test_cut_off_is_reported_and_bad_grammar_is_a_backend_error(backend):
     assert backend.compile(Constraint(grammar=STAGE_GRAMMAR)) is backend.compile(Constraint(grammar=STAGE_GRAMMAR))
 
 
+def test_prefix_guard_keeps_every_completion_within_the_caps(backend):
+    """The cnn space's guard at 5M FLOPs on digits (16x16): the prompt asks for a wide, deep network; unguarded, the
+    model writes ones over the cap, guarded every completion parses, passes the checks and fits."""
+    from llmnas_local.dsl import get_space
+    from llmnas_local.dsl.base import Constraints
+    from llmnas_local.dsl.cnn_cost import cnn_cost
+
+    space = get_space("cnn")
+    caps = Constraints(num_classes=10, in_chans=1, input_size=16, max_params_m=1.0, max_flops_m=5.0)
+    prompt = [{"role": "user", "content": f"Write a wide and deep CNN.\n{space.describe()}\nExample: "
+                                          f"{space.examples()[1]}"}]
+
+    def fits(text):
+        spec = space.parse(text)
+        space.check(spec, caps)
+        return cnn_cost(spec, 10, 1, 16).within(caps)
+
+    free, guarded = (backend.generate([prompt], Constraint(grammar=space.grammar(), prefix_guard=guard), n=4,
+                                      max_tokens=256, temperature=1.0, seed=1)[0]
+                     for guard in (None, space.prefix_guard(caps)))
+    assert not all(fits(c.text) for c in free.completions)
+    assert all(c.finish_reason == "stop" and fits(c.text) for c in guarded.completions), guarded.texts
+
+
 @pytest.fixture(scope="module")
 def tiny_random_model(smollm2_dir, tmp_path_factory):
     """A 2-layer random Llama with SmolLM2's tokenizer (16 MB): exercises the GPU path in seconds."""

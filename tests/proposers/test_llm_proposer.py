@@ -52,11 +52,13 @@ def test_two_roles_candidates_and_records():
     assert first_improver[1].json_schema == DIAGNOSIS_SCHEMA
     assert first_generator[1].grammar == get_space("nb201").grammar()
     assert first_generator[2] == 5
+    assert first_generator[1].prefix_guard is None          # nb201 has none: the grammar says everything
     trials = study.history.trials
     assert [t.status.name for t in trials[:5]] == ["COMPLETE", "DUPLICATE", "COMPLETE", "INVALID", "COMPLETE"]
     t = trials[0]
     assert t.llm[DIAGNOSIS]["modification"] == "use nor_conv_3x3 on edge 1"
     assert t.llm["tokens_in"] == 200 and t.llm["tokens_out"] == 30 and t.llm["model"] == "fake-model"
+    assert t.llm["prefix_guard"] is False
     assert "prompt" not in t.llm and "Apply this modification" in store.get_text(t.llm["prompt_hash"])
 
 
@@ -109,3 +111,17 @@ def test_repeated_duplicates_raise_the_temperature_and_a_new_design_resets_it():
     assert prop.temperature(HistoryView(space, Constraints(), [trial(0, done), trial(1, dup), trial(2, dup)])) == 1.0
     assert prop.temperature(HistoryView(space, Constraints(), [trial(i, dup) for i in range(20)])) == 1.2
     assert prop.temperature(HistoryView(space, Constraints(), [trial(0, dup), trial(1, done)])) == 0.8
+
+
+def test_cnn_generator_calls_carry_the_caps_guard_and_the_record_says_whether_it_was_enforced():
+    from types import SimpleNamespace
+
+    from llmnas_local.dsl.base import Constraints
+    from llmnas_local.proposers.llm import dsl_constraint, guard_record
+
+    caps = Constraints(num_classes=10, in_chans=1, input_size=16, max_params_m=1.0, max_flops_m=25.0)
+    constraint = dsl_constraint(SimpleNamespace(space=get_space("cnn"), constraints=caps))
+    assert constraint.grammar == get_space("cnn").grammar()
+    assert constraint.prefix_guard("stem_k3_s1_c16_nre cn_r1_k3_s1_c16_nre head_c128_nre")
+    assert not constraint.prefix_guard("stem_k3_s1_c512_nre cn_r4_k7_s1_c512")          # ~10 GFLOPs at 16x16
+    assert guard_record(FakeBackend([]), constraint) == {"prefix_guard": False}         # a backend that cannot

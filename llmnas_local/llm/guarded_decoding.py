@@ -1,0 +1,73 @@
+"""Grammar-constrained decoding with a prefix guard, for transformers' ``generate``.
+
+The grammar makes every completion parse; a prefix guard (``Constraint.prefix_guard``) adds what a grammar cannot
+say, such as "the model stays within 25M FLOPs": it is False once no completion of a text can be valid. After
+xgrammar masks the logits, :class:`GuardedGrammarProcessor` checks the tokens the sampler may draw -- the top-p
+nucleus at the call's temperature, or the argmax when greedy -- and masks each whose text fails the guard,
+repeating until every token the sampler may draw passes. The guard is checked on a handful of tokens a step, not
+on the vocabulary. If every token the grammar allows fails (a guard that over-promised), the row keeps the grammar's
+mask alone and the search rejects the result as it would without a guard.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+
+class GuardedGrammarProcessor:
+    """A transformers logits processor: ``grammar`` (xgrammar's processor), then ``guard`` on the sampleable tokens.
+
+    ``token_texts``: the text of every token id. Runs before transformers' temperature and top-p warpers, so it
+    computes the nucleus they will keep from ``temperature`` and ``top_p`` (``temperature`` 0: greedy)."""
+
+    def __init__(self, grammar, guard: Callable[[str], bool], token_texts: Sequence[str], temperature: float,
+                 top_p: float):
+        self.grammar, self.guard, self.token_texts = grammar, guard, token_texts
+        self.temperature, self.top_p = temperature, top_p
+        self.texts: list[str] | None = None
+        self.unguarded_rows = 0        # rows where every allowed token failed the guard (for the record)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores = self.grammar(input_ids, scores)
+        if self.texts is None:
+            self.texts = [""] * input_ids.shape[0]
+        else:
+            for i, token in enumerate(input_ids[:, -1].tolist()):
+                self.texts[i] += self.token_texts[token]
+        for i, text in enumerate(self.texts):
+            if not self.grammar.matchers[i].is_terminated():
+                self._guard_row(scores[i], text)
+        return scores
+
+    def _guard_row(self, row: torch.Tensor, text: str) -> None:
+        allowed = torch.isfinite(row).nonzero().flatten()
+        if allowed.numel() == 0:
+            return
+        saved = row[allowed].clone()
+        checked: set[int] = set()
+        while True:
+            fresh = [t for t in self._sampleable(row, allowed) if t not in checked]
+            if not fresh:
+                return
+            for t in fresh:
+                checked.add(t)
+                if not self.guard(text + self.token_texts[t]):
+                    row[t] = float("-inf")
+            if not torch.isfinite(row[allowed]).any():      # a dead end: leave it to the grammar and the search
+                row[allowed] = saved
+                self.unguarded_rows += 1
+                return
+
+    def _sampleable(self, row: torch.Tensor, allowed: torch.Tensor) -> list[int]:
+        """The token ids transformers' sampler can draw from ``row``: TopPLogitsWarper's rule on ``row / T``."""
+        logits = row[allowed]
+        live = torch.isfinite(logits)
+        if self.temperature <= 0:
+            return [int(allowed[int(torch.argmax(logits))])]
+        logits, ids = logits[live], allowed[live]
+        order = torch.argsort(logits / self.temperature)          # ascending, as the warper sorts
+        cumulative = torch.softmax(logits[order] / self.temperature, dim=-1).cumsum(-1)
+        keep = cumulative > (1 - self.top_p) - 1e-6   # a hair wider than the warper: float rounding
+        keep[-1] = True
+        return ids[order[keep]].tolist()
