@@ -6,7 +6,8 @@ prefills only what follows the part it shares with it (the system text, task, sp
 proposer's prompts). On 2 CPU cores prefill dominates a proposal, so this is what makes several candidates per call
 cheap. Several prompts are decoded together as one left-padded batch (chunked by ``max_batch_rows``). Grammars are
 compiled once per text and cached (the 64 most recent); the logits processor is new for every ``generate`` of
-transformers (it holds per-row matcher state).
+transformers (it holds per-row matcher state). A constraint's ``prefix_guard`` is enforced too
+(:mod:`llmnas_local.llm.guarded_decoding`): tokens the sampler may draw are masked once no completion passes it.
 """
 from __future__ import annotations
 
