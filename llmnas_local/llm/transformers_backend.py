@@ -133,16 +133,16 @@ class TransformersBackend(BaseBackend):
             if seed is not None:
                 torch.manual_seed(seed)
             if len(texts) == 1:          # what the proposers send: one prompt, n samples
-                results.append(self._generate_shared(texts[0], compiled, guard, n, max_tokens, temperature,
-                                                     top_p))
+                results.append(self._generate_shared(texts[0], compiled, n, max_tokens, temperature, top_p,
+                                                     guard=guard))
             else:
                 for start in range(0, len(texts), per_chunk):
-                    results.extend(self._generate_chunk(texts[start:start + per_chunk], compiled, guard, n,
-                                                        max_tokens, temperature, top_p))
+                    results.extend(self._generate_chunk(texts[start:start + per_chunk], compiled, n, max_tokens,
+                                                        temperature, top_p, guard=guard))
         gen_s = time.perf_counter() - t0
         return [Generation(completions=c, tokens_in=t, gen_s=gen_s) for c, t in results]
 
-    def _sampling_kwargs(self, compiled, guard, n, max_tokens, temperature, top_p) -> dict[str, Any]:
+    def _sampling_kwargs(self, compiled, n, max_tokens, temperature, top_p, guard=None) -> dict[str, Any]:
         import xgrammar as xgr
 
         from llmnas_local.llm.guarded_decoding import GuardedGrammarProcessor
@@ -179,17 +179,17 @@ class TransformersBackend(BaseBackend):
                                           finish_reason=FINISH_LENGTH if end is None else FINISH_STOP))
         return completions * n if not sample else completions
 
-    def _generate_chunk(self, texts, compiled, guard, n, max_tokens, temperature, top_p):
+    def _generate_chunk(self, texts, compiled, n, max_tokens, temperature, top_p, guard=None):
         """Several prompts as one left-padded batch, each prompt repeated ``n`` times."""
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        kwargs = self._sampling_kwargs(compiled, guard, n, max_tokens, temperature, top_p)
+        kwargs = self._sampling_kwargs(compiled, n, max_tokens, temperature, top_p, guard)
         out = self._run_generate(**enc, **kwargs)
         new = out[:, enc["input_ids"].shape[1]:].tolist()
         rows = kwargs["num_return_sequences"]
         return [(self._completions(new[i * rows:(i + 1) * rows], n, temperature > 0), int(mask))
                 for i, mask in enumerate(enc["attention_mask"].sum(dim=1).tolist())]
 
-    def _generate_shared(self, text, compiled, guard, n, max_tokens, temperature, top_p):
+    def _generate_shared(self, text, compiled, n, max_tokens, temperature, top_p, guard=None):
         """One prompt, ``n`` samples: prefill once (reusing the cached prefix of the last prompt), then decode the
         ``n`` rows from copies of that cache. Same distribution as ``num_return_sequences``, without ``n`` prefills."""
         import torch
@@ -212,7 +212,7 @@ class TransformersBackend(BaseBackend):
                         cache_position=torch.arange(reuse, len(head), device=self.device), **{cache_kw: cache})
         self._prefix = (head, cache)
         cache = copy.deepcopy(cache)          # decoding grows its copy; the prefix stays for the next call
-        kwargs = self._sampling_kwargs(compiled, guard, n, max_tokens, temperature, top_p)
+        kwargs = self._sampling_kwargs(compiled, n, max_tokens, temperature, top_p, guard)
         rows = kwargs.pop("num_return_sequences")
         if rows > 1:
             cache.batch_repeat_interleave(rows)
