@@ -40,7 +40,8 @@ def main() -> None:
     print(f"semantic rejections: {len(rejected)}/{n} ({100 * len(rejected) / n:.1f}%); "
           f"duplicates (never re-trained): {status[TrialStatus.DUPLICATE]}/{n} "
           f"({100 * status[TrialStatus.DUPLICATE] / n:.1f}%)")
-    print(f"generated tokens per proposal: {tokens_out / n:.1f}")
+    print(f"generated tokens per proposal: {tokens_out / n:.1f}; decoded with the prefix guard enforced: "
+          f"{sum(bool(t.llm.get('prefix_guard')) for t in trials)}/{n}")
     total = propose_s + eval_s
     print(f"wall time: proposing {propose_s:.0f} s ({100 * propose_s / total:.0f}%), evaluating {eval_s:.0f} s "
           f"({100 * eval_s / total:.0f}%)")
