@@ -19,8 +19,7 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from llmnas_local.dsl.base import Constraints
 from llmnas_local.dsl.cnn import (FAMILIES, HEAD_FIELDS, MAX_STAGES, STEM_FIELDS, VALUES, CnnSpec, HeadSpec, StemSpec,
-                                  StageSpec, _Field, bt_mid_channels, make_divisible,
-                                  make_stage)
+                                  StageSpec, _Field, bt_mid_channels, make_divisible, make_stage)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,8 +78,11 @@ def test_failed_start_reports_the_log_tail(fake_python, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_no_orphan_when_the_parent_is_stopped(fake_python, fake_model_dir, tmp_path, sig):
+    # Ctrl-C as a terminal delivers it: the script installs Python's own handler, so the test does not depend on the
+    # SIGINT disposition it inherits (a job started in the background with nohup has SIGINT ignored).
     script = textwrap.dedent(f"""
-        import sys, time
+        import signal, sys, time
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from llmnas_local.llm import VllmServerBackend
         b = VllmServerBackend({str(fake_model_dir)!r}, python={fake_python!r}, device="cpu",
                               log_path={str(tmp_path / 'p.log')!r})
