@@ -26,7 +26,7 @@ class GuardedGrammarProcessor:
         self.grammar, self.guard, self.token_texts = grammar, guard, token_texts
         self.temperature, self.top_p = temperature, top_p
         self.texts: list[str] | None = None
-        self.unguarded_rows = 0        # rows where every allowed token failed the guard (for the record)
+        self.unguarded_rows = 0        # dead ends: rows where every token the grammar allowed failed the guard
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = self.grammar(input_ids, scores)
