@@ -145,6 +145,14 @@ def bt_mid_channels(channels: int, bottle_ratio: float) -> int:
     return make_divisible(channels * bottle_ratio)
 
 
+def groups_fit(st: StageSpec) -> bool:
+    """Whether a bottleneck's mid channels split into its groups (the other families have no groups)."""
+    if st.block != "bt":
+        return True
+    mid = bt_mid_channels(st.channels, st.bottle_ratio)
+    return mid % st.groups == 0 and mid >= st.groups
+
+
 # -- parser -------------------------------------------------------------------------------------------------------
 class _Cursor:
     """A strict left-to-right reader: every step either consumes exactly what the grammar allows or raises DslError."""
@@ -262,10 +270,9 @@ def check_cnn(spec: CnnSpec, constraints: Constraints) -> None:
             f"total stride {total} (stem {spec.stem.stride} x stages {'x'.join(map(str, strides))}) exceeds the input "
             f"resolution {constraints.input_size}: the final feature map would be smaller than 1x1")
     for i, st in enumerate(spec.stages, 1):
-        if st.block == "bt":
+        if not groups_fit(st):
             mid = bt_mid_channels(st.channels, st.bottle_ratio)
-            if mid % st.groups or mid < st.groups:
-                raise SemanticError(f"stage {i} (bt): {mid} mid channels (c{st.channels} x b{st.bottle_ratio}, "
+            raise SemanticError(f"stage {i} (bt): {mid} mid channels (c{st.channels} x b{st.bottle_ratio}, "
                                     f"rounded to a multiple of 8) cannot be split into g{st.groups} groups")
 
 

@@ -19,7 +19,8 @@ from typing import Callable, Iterable, Iterator, Optional
 
 from llmnas_local.dsl.base import Constraints
 from llmnas_local.dsl.cnn import (FAMILIES, HEAD_FIELDS, MAX_STAGES, STEM_FIELDS, VALUES, CnnSpec, HeadSpec, StemSpec,
-                                  StageSpec, _Field, bt_mid_channels, make_divisible, make_stage)
+                                  StageSpec, _Field, bt_mid_channels, groups_fit, make_divisible,
+                                  make_stage)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,14 +102,6 @@ def _stem_cost(stem: StemSpec, in_chans: int, size: int) -> tuple[Cost, int]:
 def _head_cost(head: HeadSpec, cin: int, size: int, num_classes: int) -> Cost:
     return _conv(cin, head.channels, 1, size) + Cost(head.channels * num_classes + num_classes,
                                                       2 * head.channels * num_classes)
-
-
-def _groups_valid(st: StageSpec) -> bool:
-    """A bottleneck's mid channels split into its groups (the other families have no groups)."""
-    if st.block != "bt":
-        return True
-    mid = bt_mid_channels(st.channels, st.bottle_ratio)
-    return mid % st.groups == 0 and mid >= st.groups
 
 
 def cnn_cost(spec: CnnSpec, num_classes: int, in_chans: int, input_size: int) -> Cost:
@@ -217,7 +210,7 @@ def _stage_options(section: _Section) -> Iterator[StageSpec]:
                 continue
             for channels in sorted(section.keys.get("channels", _CHANNELS)):
                 st = make_stage(name, **{**keys, "channels": channels})
-                if _groups_valid(st):
+                if groups_fit(st):
                     yield st
                     break
 
@@ -247,7 +240,7 @@ def completion_costs(text: str, constraints: Constraints) -> Optional[list[Cost]
         return None
     c = constraints
     done = tuple(make_stage(s.names[0], **{a: v[0] for a, v in s.keys.items()}) for s in sections[1:-1])
-    if not all(_groups_valid(st) for st in done):
+    if not all(groups_fit(st) for st in done):
         return []
     last = sections[-1] if len(sections) > 1 else _Section(tuple(FAMILIES), {})
     if last.names == ("head",):                               # the head has begun: nothing more can come before it
