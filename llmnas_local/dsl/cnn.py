@@ -273,7 +273,7 @@ def check_cnn(spec: CnnSpec, constraints: Constraints) -> None:
         if not groups_fit(st):
             mid = bt_mid_channels(st.channels, st.bottle_ratio)
             raise SemanticError(f"stage {i} (bt): {mid} mid channels (c{st.channels} x b{st.bottle_ratio}, "
-                                    f"rounded to a multiple of 8) cannot be split into g{st.groups} groups")
+                                f"rounded to a multiple of 8) cannot be split into g{st.groups} groups")
 
 
 # -- mutation -----------------------------------------------------------------------------------------------------
