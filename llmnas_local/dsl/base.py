@@ -106,6 +106,12 @@ class BaseSpace(abc.ABC):
         uses :meth:`grammar`) or where ``allowed`` leaves no child."""
         return None
 
+    def subset_grammar(self, allowed: Callable[[Any], bool]) -> str | None:
+        """The grammar of the space's strings whose spec ``allowed`` accepts (e.g. valid and not yet evaluated), so
+        that decoding cannot repeat what a run knows. ``None`` where the space cannot enumerate its specs (the caller
+        then uses :meth:`grammar`) or where ``allowed`` accepts none."""
+        return None
+
     def prefix_guard(self, constraints: Constraints) -> Callable[[str], bool] | None:
         """A predicate on partial DSL text for constrained decoding: False once no completion of the text can pass
         :meth:`check` and the caps of ``constraints``, so a decoder can mask such tokens as it masks those the grammar

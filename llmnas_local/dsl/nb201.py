@@ -83,6 +83,31 @@ def format_nb201(spec: Nb201Spec) -> str:
     return "".join(next(ops) if piece is None else piece for piece in _TEMPLATE)
 
 
+def _subset_grammar(cells: typing.Sequence[tuple[str, ...]]) -> str | None:
+    """EBNF of exactly ``cells`` (op tuples in :func:`itertools.product` order), None if empty: a trie over the edges
+    whose equal subtrees share one rule, and whose full subtrees are ``any<k>`` (every op from edge k on)."""
+    if not cells:
+        return None
+    after = [piece for piece in _TEMPLATE[1:] if piece is not None]   # the literal that follows each edge's op
+    last = len(EDGES) - 1
+    rules: dict[str, str] = {}                                        # rule body -> rule name
+
+    def node(group: typing.Sequence[tuple[str, ...]], k: int) -> str:
+        """The rule for the cells of ``group``, which share their first k ops, from edge k on."""
+        if len(group) == len(OPS) ** (last + 1 - k):
+            return f"any{k}"
+        body = " | ".join(f'"{op}{after[k]}"' + ("" if k == last else " " + node(list(members), k + 1))
+                          for op, members in itertools.groupby(group, key=lambda ops: ops[k]))
+        return rules.setdefault(body, f"n{len(rules)}")
+
+    root = node(cells, 0)
+    used = [k for k in range(last + 1) if f"any{k}" == root or any(f" any{k}" in body for body in rules)]
+    full = [f"any{k} ::= (" + " | ".join(f'"{op}{after[k]}"' for op in OPS) + ")" + ("" if k == last else f" any{k + 1}")
+            for k in range(min(used, default=last + 1), last + 1)]
+    return "\n".join([f'root ::= "{_TEMPLATE[0]}" {root}', *(f"{name} ::= {body}" for body, name in rules.items()),
+                      *full]) + "\n"
+
+
 def _common_prefix(text: str, pos: int, word: str) -> int:
     k = 0
     while k < len(word) and pos + k < len(text) and text[pos + k] == word[k]:
@@ -241,6 +266,12 @@ class Nb201Space(BaseSpace):
                 head, tail = "|".join(separators[:slot]) + "|", "~" + node + "|" + "|".join(separators[slot + 1:])
                 alternatives.append(f'"{head}" (' + " | ".join(f'"{o}"' for o in ops) + f') "{tail}"')
         return "root ::= " + "\n    | ".join(alternatives) + "\n" if alternatives else None
+
+    def subset_grammar(self, allowed) -> str | None:
+        """The cells ``allowed`` accepts, as a trie over the edges in text order: a subtree whose every cell is allowed
+        is one shared rule (``any<k>``: every op from edge k on), so the grammar grows with the cells left out, not
+        with the 15,625 in."""
+        return _subset_grammar([ops for ops in itertools.product(OPS, repeat=len(EDGES)) if allowed(Nb201Spec(ops))])
 
     def describe(self) -> str:
         return (

@@ -4,8 +4,9 @@ feedback memory built from the run's history.
 Two roles, as in the method (arXiv 2603.12091): the *improver* reads the memory and writes a diagnosis
 ``{problem, modification}`` as JSON under a schema; the *generator* writes DSL strings under the grammar, given that
 diagnosis. Each part is a switch for ablations (improver on/off, memory window K, elites on/off). One generator call
-asks for several candidates; the search loop answers the ones it already knows from the store and the memory shows
-them to the model as "already evaluated".
+asks for several candidates. Where the space can write the grammar of its unevaluated valid architectures (nb201),
+decoding is constrained to it, so a call never repeats a cell the run knows (``unseen_only``); elsewhere the search
+loop answers repeats from the store and the memory shows them to the model as "already evaluated".
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import random
 import time
 from typing import Any, TYPE_CHECKING
 
+from llmnas_local.dsl import SemanticError
 from llmnas_local.llm.base import Constraint
 from llmnas_local.memory.feedback import DIAGNOSIS, FeedbackMemory
 from llmnas_local.prompts import PromptContext, generator_messages, improver_messages
@@ -41,6 +43,8 @@ class LLMProposerConfig:
     window: int = 5                 # K: diagnostic triples in the prompt (0 = no memory)
     elites: int = 5                 # best designs in the prompt (0 = elites off)
     improver: bool = True           # the diagnosis role on/off
+    unseen_only: bool = True        # decode under the grammar of the valid architectures the run has not evaluated,
+                                    # where the space can write one (nb201): no call is spent on a known cell
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = 256           # one architecture string: the cnn grammar bounds it to 219 characters
@@ -71,6 +75,24 @@ def dsl_constraint(history: HistoryView, grammar: str | None = None) -> Constrai
     token."""
     space = history.space
     return Constraint(grammar=grammar or space.grammar(), prefix_guard=space.prefix_guard(history.constraints))
+
+
+def unseen_grammar(history: HistoryView) -> str | None:
+    """The grammar of the architectures a run may still propose -- those that pass the space's checks under the task's
+    constraints and that the run has not evaluated -- or None where the space cannot write one (the caller then uses
+    the space's grammar) or none is left."""
+    space, constraints = history.space, history.constraints
+
+    def fresh(spec) -> bool:
+        if history.is_known(space.arch_hash(spec)):
+            return False
+        try:
+            space.check(spec, constraints)
+        except SemanticError:
+            return False
+        return True
+
+    return space.subset_grammar(fresh)
 
 
 def guard_record(backend, constraint: Constraint) -> dict[str, bool]:
@@ -113,7 +135,9 @@ class LLMProposer(BaseProposer):
         messages = generator_messages(ctx, diagnosis)
         temperature = self.temperature(history)
         meta["temperature"] = temperature
-        constraint = dsl_constraint(history)
+        grammar = unseen_grammar(history) if self.config.unseen_only else None
+        meta["grammar"] = "unseen" if grammar else "space"
+        constraint = dsl_constraint(history, grammar)
         meta.update(guard_record(self.backend, constraint))
         [gen] = self.backend.generate([messages], constraint,
                                       n=max(n, self.config.candidates), max_tokens=self.config.max_tokens,

@@ -212,6 +212,23 @@ def test_neighbour_grammar_is_exactly_the_one_edge_mutations():
     assert children == expected and len(expected) == len(EDGES) * (len(OPS) - 1)   # never the parent itself
 
 
+def test_subset_grammar_is_exactly_the_allowed_cells():
+    from llmnas_local.dsl.sampler import GrammarSampler
+
+    cells = [Nb201Spec(ops) for ops in itertools.product(OPS, repeat=len(EDGES))]
+    rng = random.Random(0)
+    few = set(rng.sample(cells, 40))                      # a small language: sampling must find all of it
+    sampler = GrammarSampler(SPACE.subset_grammar(few.__contains__))
+    assert {SPACE.parse(sampler.sample(rng)) for _ in range(3000)} == few
+    left_out = set(rng.sample(cells, 2000))               # a large one: nothing left out is ever drawn
+    sampler = GrammarSampler(SPACE.subset_grammar(lambda spec: spec not in left_out))
+    drawn = {SPACE.parse(sampler.sample(rng)) for _ in range(3000)}
+    assert not drawn & left_out and {op for spec in drawn for op in spec.ops} == set(OPS)
+    assert SPACE.subset_grammar(lambda spec: False) is None
+    everything = SPACE.subset_grammar(lambda spec: True)
+    assert everything.count("::=") == len(EDGES) + 1     # the root and one shared rule per edge: no trie at all
+
+
 def test_prompt_material():
     text = SPACE.describe()
     assert all(op in text for op in OPS) and "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|" in text

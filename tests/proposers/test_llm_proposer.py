@@ -6,10 +6,12 @@ import json
 import random
 
 from llmnas_local.dsl import get_space
+from llmnas_local.dsl.sampler import GrammarSampler
 from llmnas_local.llm.base import BaseBackend, Completion, Generation
 from llmnas_local.memory.feedback import DIAGNOSIS
-from llmnas_local.proposers.llm import DIAGNOSIS_SCHEMA, LLMProposer, LLMProposerConfig
+from llmnas_local.proposers.llm import DIAGNOSIS_SCHEMA, LLMProposer, LLMProposerConfig, unseen_grammar
 from llmnas_local.search import Search
+from llmnas_local.search.history import HistoryView
 from llmnas_local.store import MemoryStore
 from tests.search.test_study import RESNET_CELL, FakeScoreEvaluator
 
@@ -50,7 +52,7 @@ def test_two_roles_candidates_and_records():
     study.run(budget=3)
     first_improver, first_generator = backend.calls[0], backend.calls[1]
     assert first_improver[1].json_schema == DIAGNOSIS_SCHEMA
-    assert first_generator[1].grammar == get_space("nb201").grammar()
+    assert first_generator[1].grammar == unseen_grammar(HistoryView(get_space("nb201"), study.history.constraints))
     assert first_generator[2] == 5
     assert first_generator[1].prefix_guard is None          # nb201 has none: the grammar says everything
     trials = study.history.trials
@@ -94,6 +96,26 @@ def test_unparseable_diagnosis_is_recorded_and_generation_goes_on():
     [p] = prop.propose(Search(get_space("nb201"), prop, FakeScoreEvaluator(), MemoryStore()).history, 1,
                        random.Random(0))
     assert p.llm[DIAGNOSIS] == {} and p.llm["improver_error"].startswith("unparseable diagnosis")
+
+
+def test_the_generator_decodes_only_valid_cells_the_run_has_not_evaluated():
+    from tests.proposers.test_llm_evolution import FakeMutatorBackend
+
+    space = get_space("nb201")
+    backend = FakeMutatorBackend()                       # samples the constraint's grammar uniformly
+    study = Search(space, LLMProposer(backend, LLMProposerConfig(candidates=1, improver=False)), FakeScoreEvaluator(),
+                   MemoryStore(), seed=0)
+    study.run(budget=25)
+    assert [t.status.name for t in study.history.trials] == ["COMPLETE"] * 25    # no repeat, no invalid cell
+    assert all(t.llm["grammar"] == "unseen" for t in study.history.trials)
+    last = GrammarSampler(backend.grammars[-1])
+    known = {t.arch_hash for t in study.history.trials[:-1]}
+    assert not {space.arch_hash(space.parse(last.sample(random.Random(i)))) for i in range(500)} & known
+
+    backend = FakeMutatorBackend()
+    LLMProposer(backend, LLMProposerConfig(candidates=1, improver=False, unseen_only=False)).propose(
+        study.history, 1, random.Random(0))
+    assert backend.grammars == [space.grammar()]
 
 
 def test_repeated_duplicates_raise_the_temperature_and_a_new_design_resets_it():
