@@ -41,33 +41,43 @@ class GuardedGrammarProcessor:
         return scores
 
     def _guard_row(self, row: torch.Tensor, text: str) -> None:
-        allowed = torch.isfinite(row).nonzero().flatten()
-        if allowed.numel() == 0:
-            return
-        saved = row[allowed].clone()
-        checked: set[int] = set()
-        while True:
-            fresh = [t for t in self._sampleable(row, allowed) if t not in checked]
-            if not fresh:
-                return
-            for t in fresh:
-                checked.add(t)
-                if not self.guard(text + self.token_texts[t]):
-                    row[t] = float("-inf")
-            if not torch.isfinite(row[allowed]).any():      # a dead end: leave it to the grammar and the search
-                row[allowed] = saved
-                self.unguarded_rows += 1
-                return
+        if not guard_logits(row, text, self.guard, self.token_texts, self.temperature, self.top_p):
+            self.unguarded_rows += 1
 
-    def _sampleable(self, row: torch.Tensor, allowed: torch.Tensor) -> list[int]:
-        """The token ids transformers' sampler can draw from ``row``: TopPLogitsWarper's rule on ``row / T``."""
-        logits = row[allowed]
-        live = torch.isfinite(logits)
-        if self.temperature <= 0:
-            return [int(allowed[int(torch.argmax(logits))])]
-        logits, ids = logits[live], allowed[live]
-        order = torch.argsort(logits / self.temperature)          # ascending, as the warper sorts
-        cumulative = torch.softmax(logits[order] / self.temperature, dim=-1).cumsum(-1)
-        keep = cumulative > (1 - self.top_p) - 1e-6   # a hair wider than the warper: float rounding
-        keep[-1] = True
-        return ids[order[keep]].tolist()
+
+def guard_logits(row: torch.Tensor, text: str, guard: Callable[[str], bool], token_texts: Sequence[str],
+                 temperature: float, top_p: float) -> bool:
+    """Mask (in place) the tokens of a grammar-masked logits ``row`` that the sampler could draw and whose text,
+    appended to ``text``, fails ``guard``, until every token it could draw passes. False on a dead end (every
+    allowed token fails): ``row`` is then left as the grammar masked it."""
+    allowed = torch.isfinite(row).nonzero().flatten()
+    if allowed.numel() == 0:
+        return True
+    saved = row[allowed].clone()
+    checked: set[int] = set()
+    while True:
+        fresh = [t for t in sampleable(row, allowed, temperature, top_p) if t not in checked]
+        if not fresh:
+            return True
+        for t in fresh:
+            checked.add(t)
+            if not guard(text + token_texts[t]):
+                row[t] = float("-inf")
+        if not torch.isfinite(row[allowed]).any():
+            row[allowed] = saved
+            return False
+
+
+def sampleable(row: torch.Tensor, allowed: torch.Tensor, temperature: float, top_p: float) -> list[int]:
+    """The token ids a sampler can draw from ``row`` (``allowed``: its finite entries): the argmax when greedy, else
+    TopPLogitsWarper's nucleus of ``row / temperature``."""
+    logits = row[allowed]
+    live = torch.isfinite(logits)
+    if temperature <= 0:
+        return [int(allowed[int(torch.argmax(logits))])]
+    logits, ids = logits[live], allowed[live]
+    order = torch.argsort(logits / temperature)          # ascending, as the warper sorts
+    cumulative = torch.softmax(logits[order] / temperature, dim=-1).cumsum(-1)
+    keep = cumulative > (1 - top_p) - 1e-6   # a hair wider than the warper: float rounding
+    keep[-1] = True
+    return ids[order[keep]].tolist()

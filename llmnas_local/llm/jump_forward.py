@@ -1,0 +1,146 @@
+"""Sampling ``n`` completions of one prompt under a grammar, with jump-forward decoding (as in SGLang).
+
+Most of a DSL string is forced by the grammar: in ``|nor_conv_3x3~0|+|...`` the model chooses an op, and the grammar
+writes everything up to the next choice. Token-by-token decoding spends one forward pass of the model per forced token
+(51 passes for an nb201 cell, of which about 10 choose anything). Here, after each sampled token, the matcher's
+jump-forward string (the text the grammar forces next) is tokenized and fed with the next forward pass, so a pass is
+spent per *choice*: rows of a batch carry different numbers of pending tokens, padded on the right and masked out of
+attention, with their own position ids. A row whose grammar allows only the stop token ends without a pass, and
+finished rows leave the batch.
+
+Forced text is tokenized canonically (as the tokenizer writes it), where token-by-token decoding lets the model pick
+any tokenization of it; otherwise the distribution is the one of masked sampling at the given temperature and top-p
+(transformers' rule), and the prefix guard (:mod:`llmnas_local.llm.guarded_decoding`) is applied to every sampled
+step.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+
+from llmnas_local.llm.base import FINISH_LENGTH, FINISH_STOP
+from llmnas_local.llm.guarded_decoding import guard_logits
+
+
+def sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token id per row: argmax when ``temperature`` is 0, else a draw from the top-p nucleus of ``logits / T``
+    (transformers' TopPLogitsWarper: the smallest set of most likely tokens whose mass exceeds ``top_p``)."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    ordered, order = torch.sort(logits, dim=-1)                 # ascending
+    outside = torch.softmax(ordered, dim=-1).cumsum(dim=-1) <= (1 - top_p)
+    outside[:, -1] = False
+    logits = logits.scatter(1, order, ordered.masked_fill(outside, float("-inf")))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
+
+
+class _Row:
+    """One completion being decoded: its tokens and text, its grammar matcher, what it feeds the model next, where."""
+
+    def __init__(self, matcher, first: int, position: int):
+        self.matcher, self.tokens, self.text = matcher, [], ""
+        self.pending, self.position, self.finish = [first], position, None
+
+
+def decode(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+           keep_rows: Callable[[torch.Tensor], None], prompt_ids: Sequence[int], rows: int, *, compiled, tokenizer,
+           token_texts: Sequence[str], stop_ids: Sequence[int], pad_id: int, max_tokens: int, temperature: float,
+           top_p: float, guard: Callable[[str], bool] | None = None, device: Any = "cpu") -> list[tuple[list[int], str]]:
+    """Decode ``rows`` completions of a prompt whose KV cache (every prompt token but the last) is held, as ``rows``
+    copies, by ``forward(input_ids, attention_mask, position_ids) -> logits``; ``keep_rows(index)`` drops the cache
+    rows not in ``index``. ``compiled``: xgrammar's compiled grammar, or None (free text). Returns ``(token ids, finish
+    reason)`` per row, the stop token included when the row stopped."""
+    import xgrammar as xgr
+
+    jump = _JumpForward(tokenizer, token_texts, stop_ids, max_tokens, len(token_texts))
+    past = len(prompt_ids) - 1
+    every = [_Row(xgr.GrammarMatcher(compiled) if compiled is not None else None, prompt_ids[-1], past)
+             for _ in range(rows)]
+    for row in every:
+        jump(row)
+    live = list(every)
+    stop, bitmask, mask = set(stop_ids), None, torch.ones(rows, past, dtype=torch.long, device=device)
+    while live:
+        if any(r.finish for r in live):                 # rows that ended leave the batch (and the cache)
+            index = [i for i, r in enumerate(live) if r.finish is None]
+            if not index:
+                break
+            keep_rows(torch.tensor(index, dtype=torch.long, device=device))
+            mask = mask[index]
+            live = [live[i] for i in index]
+        width = max(len(r.pending) for r in live)
+        input_ids = torch.full((len(live), width), pad_id, dtype=torch.long)
+        fresh = torch.zeros((len(live), width), dtype=torch.long)
+        for i, r in enumerate(live):
+            input_ids[i, :len(r.pending)] = torch.tensor(r.pending)
+            fresh[i, :len(r.pending)] = 1
+        positions = torch.tensor([r.position for r in live]).unsqueeze(1) + torch.arange(width)
+        mask = torch.cat([mask, fresh.to(device)], dim=1)
+        logits = forward(input_ids.to(device), mask, positions.to(device))
+        last = torch.tensor([len(r.pending) - 1 for r in live], device=logits.device)
+        scores = logits[torch.arange(len(live), device=logits.device), last].float().cpu()
+        if compiled is not None:
+            if bitmask is None:
+                bitmask = xgr.allocate_token_bitmask(rows, scores.shape[-1])
+            for i, r in enumerate(live):
+                r.matcher.fill_next_token_bitmask(bitmask, i)
+            xgr.apply_token_bitmask_inplace(scores, bitmask[:len(live)])
+        if guard is not None:
+            for i, r in enumerate(live):
+                guard_logits(scores[i], r.text, guard, token_texts, temperature, top_p)
+        for r, token in zip(live, sample(scores, temperature, top_p).tolist()):
+            r.position += len(r.pending)
+            if r.matcher is not None and not r.matcher.accept_token(token):
+                raise RuntimeError(f"the grammar matcher refused token {token}, which its mask allowed")
+            r.tokens.append(token)
+            r.text += token_texts[token]
+            r.pending = [token]
+            if token in stop:
+                r.finish = FINISH_STOP
+            elif len(r.tokens) >= max_tokens:
+                r.finish = FINISH_LENGTH
+            else:
+                jump(r)
+    return [(r.tokens, r.finish) for r in every]
+
+
+class _JumpForward:
+    """Appends to a row the text its grammar forces next (tokenized canonically) and, where the grammar then allows
+    only a stop token, that token, which ends the row."""
+
+    def __init__(self, tokenizer, token_texts: Sequence[str], stop_ids: Sequence[int], max_tokens: int, vocab: int):
+        self.tokenizer, self.token_texts, self.stop_ids = tokenizer, token_texts, set(stop_ids)
+        self.max_tokens, self.vocab = max_tokens, vocab
+        self.bits = torch.arange(32, dtype=torch.int32)
+
+    def __call__(self, row: _Row) -> None:
+        m = row.matcher
+        if m is None:
+            return
+        forced = m.find_jump_forward_string()
+        for token in self.tokenizer.encode(forced, add_special_tokens=False) if forced else ():
+            if len(row.tokens) >= self.max_tokens:
+                row.finish = FINISH_LENGTH
+                return
+            if not m.accept_token(token):     # a token that would reach past the forced text: sample from here
+                break
+            row.tokens.append(token)
+            row.text += self.token_texts[token]
+            row.pending.append(token)
+        if m.is_completed() and len(row.tokens) < self.max_tokens:
+            allowed = self.allowed(m)
+            if allowed and set(allowed) <= self.stop_ids:
+                m.accept_token(allowed[0])
+                row.tokens.append(allowed[0])
+                row.finish = FINISH_STOP
+
+    def allowed(self, matcher) -> list[int]:
+        """The token ids the matcher allows next (its bitmask unpacked)."""
+        import xgrammar as xgr
+
+        bitmask = xgr.allocate_token_bitmask(1, self.vocab)
+        matcher.fill_next_token_bitmask(bitmask, 0)
+        bits = (bitmask[0].unsqueeze(1) >> self.bits) & 1
+        return bits.flatten()[:self.vocab].nonzero().flatten().tolist()
