@@ -25,9 +25,9 @@ def test_baseline_grids_carry_the_published_columns():
     assert c10.published["evolution"][100] == (94.05, 0.29, 300) and c10.seeds == tuple(range(100))
     assert c10.space.preset == "cifar10" and c10.report_budgets == (10, 30, 100, 300)
     assert load_grid(GRIDS / "nb201-baselines-c100.toml").published["random"][300] == (72.22, 0.72, 300)
-    memory = load_grid(GRIDS / "nb201-llm-memory-c10.toml")
+    memory = load_grid(GRIDS / "nb201-llm-ablations-c10.toml")
     assert memory.max_stall == 24 and c10.max_stall == 200 and memory.to_json()["max_stall"] == 24
-    assert {e.proposer for e in load_grid(GRIDS / "nb201-llm-c10.toml").entries} == {"random", "evolution", "llm-evo"}
+    assert {e.proposer for e in load_grid(GRIDS / "nb201-llm-c10.toml").entries} == {"random", "evolution", "llm-evo", "llm"}
 
 
 def test_seeds():
