@@ -206,7 +206,7 @@ class TransformersBackend(BaseBackend):
         from llmnas_local.llm.jump_forward import decode
 
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        head = ids[:-1]                       # generate feeds the last token itself
+        head = ids[:-1]                       # decoding feeds the last token itself
         cached_ids, cache = self._prefix or ([], None)
         self._prefix = None                   # the cache is extended in place: never left stale by an error below
         reuse, limit = 0, min(len(cached_ids), len(head))
