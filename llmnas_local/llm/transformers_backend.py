@@ -240,9 +240,7 @@ class TransformersBackend(BaseBackend):
                              guard=guard, device=self.device)
         except (RuntimeError, ValueError, AssertionError) as e:
             raise BackendError(f"generation failed: {type(e).__name__}: {e}") from e
-        completions = [Completion(text=self.tokenizer.decode(tokens, skip_special_tokens=True), tokens_out=len(tokens),
-                                  finish_reason=finish) for tokens, finish in decoded]
-        return (completions * n if not sample else completions), len(ids)
+        return self._completions([tokens for tokens, _ in decoded], n, sample), len(ids)
 
     def close(self) -> None:
         self._model = None
