@@ -47,7 +47,8 @@ class _Row:
 def decode(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
            keep_rows: Callable[[torch.Tensor], None], prompt_ids: Sequence[int], rows: int, *, compiled, tokenizer,
            token_texts: Sequence[str], stop_ids: Sequence[int], pad_id: int, max_tokens: int, temperature: float,
-           top_p: float, guard: Callable[[str], bool] | None = None, device: Any = "cpu") -> list[tuple[list[int], str]]:
+           top_p: float, guard: Callable[[str], bool] | None = None,
+           device: Any = "cpu") -> list[tuple[list[int], str]]:
     """Decode ``rows`` completions of a prompt whose KV cache (every prompt token but the last) is held, as ``rows``
     copies, by ``forward(input_ids, attention_mask, position_ids) -> logits``; ``keep_rows(index)`` drops the cache
     rows not in ``index``. ``compiled``: xgrammar's compiled grammar, or None (free text). Returns ``(token ids, finish

@@ -1,14 +1,14 @@
 """In-process backend: a transformers causal LM on CPU or GPU, constrained by xgrammar's logits processor.
 
 The default of the CPU path (the embedded SmolLM2). A single prompt with ``n`` samples -- what the LLM proposer sends --
-is prefilled once and its KV cache copied to the ``n`` rows; the cache of the last prompt is kept, so the next call
-prefills only what follows the part it shares with it (the system text, task, space description and examples of the
-proposer's prompts). The rows are then decoded with jump-forward decoding (:mod:`llmnas_local.llm.jump_forward`): one
-forward pass per token the model chooses, none per token the grammar forces (an nb201 cell: about 10 passes, not 51).
-Several prompts are decoded together by transformers' ``generate`` as one left-padded batch (chunked by
-``max_batch_rows``), token by token. Grammars are
-compiled once per text and cached (the 64 most recent); the logits processor is new for every ``generate`` of
-transformers (it holds per-row matcher state). A constraint's ``prefix_guard`` is enforced too
+is prefilled once and its KV cache copied to the ``n`` rows. The caches of the last few prompts are kept, so the next
+call prefills only what follows the longest part it shares with one of them (the system text, task, space description
+and examples of the proposer's prompts; the improver's prompt and the generator's each find their own). The rows are
+then decoded with jump-forward decoding (:mod:`llmnas_local.llm.jump_forward`): one forward pass per token the model
+chooses, none per token the grammar forces (an nb201 cell: about 10 passes, not 51). Several prompts are decoded
+together by transformers' ``generate`` as one left-padded batch (chunked by ``max_batch_rows``), token by token.
+Grammars are compiled once per text and cached (the 64 most recent); the logits processor is new for every ``generate``
+of transformers (it holds per-row matcher state). A constraint's ``prefix_guard`` is enforced too
 (:mod:`llmnas_local.llm.guarded_decoding`): tokens the sampler may draw are masked once no completion passes it.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from llmnas_local.llm.base import (FINISH_LENGTH, FINISH_STOP, BackendError, BaseBackend, Completion, Constraint,
                                    Generation)
+from llmnas_local.llm.prefix_cache import PrefixCache
 
 COMPILED_CACHE = 64     # compiled grammars kept, least recently used dropped first
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -34,13 +35,15 @@ class TransformersBackend(BaseBackend):
 
     ``device``: "cpu", "cuda", "cuda:1"... (default: cuda when available). ``dtype``: "float32" (CPU default),
     "bfloat16" (GPU default) or "float16". ``max_batch_rows`` bounds prompts x n decoded at once.
+    ``prefix_cache``: how many recent prompts keep their KV cache for later calls to share (:class:`PrefixCache`).
     """
 
     name = "transformers"
     enforces_prefix_guard = True
 
     def __init__(self, model: str | os.PathLike = "smollm2", *, gguf_file: str | None = None, device: str | None = None,
-                 dtype: str | None = None, max_batch_rows: int = 32, defaults: Mapping[str, float] | None = None):
+                 dtype: str | None = None, max_batch_rows: int = 32, prefix_cache: int = 4,
+                 defaults: Mapping[str, float] | None = None):
         import torch
         import transformers
         import xgrammar as xgr
@@ -82,7 +85,7 @@ class TransformersBackend(BaseBackend):
         self._compiler = xgr.GrammarCompiler(info, max_threads=max(1, min(8, os.cpu_count() or 1)))
         self._token_texts = [b.decode("utf-8", errors="replace") for b in info.decoded_vocab]
         self._compiled: collections.OrderedDict[str, Any] = collections.OrderedDict()   # LRU, COMPILED_CACHE entries
-        self._prefix: tuple[list[int], Any] | None = None   # (token ids, their KV cache) of the last prompt
+        self._prefixes = PrefixCache(prefix_cache)          # KV caches of the last prompts
 
     # -- constraints ------------------------------------------------------------------------------------------------
 
@@ -197,8 +200,8 @@ class TransformersBackend(BaseBackend):
                 for i, mask in enumerate(enc["attention_mask"].sum(dim=1).tolist())]
 
     def _generate_shared(self, text, compiled, n, max_tokens, temperature, top_p, guard=None):
-        """One prompt, ``n`` samples: prefill once (reusing the cached prefix of the last prompt), then decode the
-        ``n`` rows from copies of that cache with jump-forward decoding (:mod:`llmnas_local.llm.jump_forward`): one
+        """One prompt, ``n`` samples: prefill once (reusing the longest cached prefix of a recent prompt), then decode
+        the ``n`` rows from copies of that cache with jump-forward decoding (:mod:`llmnas_local.llm.jump_forward`): one
         forward pass per token the model chooses, none per token the grammar forces."""
         import torch
         from transformers import DynamicCache
@@ -207,20 +210,12 @@ class TransformersBackend(BaseBackend):
 
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         head = ids[:-1]                       # decoding feeds the last token itself
-        cached_ids, cache = self._prefix or ([], None)
-        self._prefix = None                   # the cache is extended in place: never left stale by an error below
-        reuse, limit = 0, min(len(cached_ids), len(head))
-        while reuse < limit and cached_ids[reuse] == head[reuse]:
-            reuse += 1
-        if not reuse:
-            cache = DynamicCache(config=self._model.config)
-        elif len(cached_ids) > reuse:
-            cache.crop(reuse - len(cached_ids))               # a negative count removes that many tokens
+        cache, reuse = self._prefixes.take(head, lambda: DynamicCache(config=self._model.config))
         cache_kw = _cache_keyword()
         if len(head) > reuse:
             self._model(input_ids=torch.tensor([head[reuse:]], device=self.device), use_cache=True,
                         cache_position=torch.arange(reuse, len(head), device=self.device), **{cache_kw: cache})
-        self._prefix = (head, cache)
+        self._prefixes.put(head, cache)
         cache = copy.deepcopy(cache)          # decoding grows its copy; the prefix stays for the next call
         sample = temperature > 0
         rows = n if sample else 1
@@ -244,7 +239,7 @@ class TransformersBackend(BaseBackend):
 
     def close(self) -> None:
         self._model = None
-        self._prefix = None
+        self._prefixes.clear()
         self._compiled.clear()
 
 

@@ -117,5 +117,22 @@ def test_one_prompt_is_prefilled_once_and_the_next_call_reuses_its_prefix(backen
         [(batched, _)] = backend._generate_chunk([backend.render(messages)], backend.compile(c), 1, 120, 0.0, 1.0)
         assert shared.texts == [x.text for x in batched]        # greedy: the same choices, forced text jumped over
         assert shared.completions[0].finish_reason == "stop"
-    ids, cache = backend._prefix
+    ids, cache = backend._prefixes._entries[-1]                  # the last prompt's, all but its last token
     assert cache.get_seq_length() == len(ids) == shared.tokens_in - 1
+
+
+def test_alternating_prompts_keep_their_own_prefixes(backend):
+    """The improver's prompt between two generator prompts does not evict the generator's cache; greedy outputs equal
+    those of a cold batch."""
+    c = Constraint(grammar=STAGE_GRAMMAR)
+    backend._prefixes.clear()
+    outputs = []
+    for messages in (PROMPT, DIAG_PROMPT, PROMPT, DIAG_PROMPT):
+        [shared] = backend.generate([messages], c, n=1, max_tokens=120, temperature=0)
+        [(batched, _)] = backend._generate_chunk([backend.render(messages)], backend.compile(c), 1, 120, 0.0, 1.0)
+        assert shared.texts == [x.text for x in batched]
+        outputs.append(shared.texts)
+    assert outputs[0] == outputs[2] and outputs[1] == outputs[3]
+    heads = {tuple(backend.tokenizer(backend.render(m), add_special_tokens=False)["input_ids"][:-1])
+             for m in (PROMPT, DIAG_PROMPT)}
+    assert {tuple(ids) for ids, cache in backend._prefixes._entries if cache.get_seq_length() == len(ids)} == heads
