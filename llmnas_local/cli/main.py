@@ -1,6 +1,8 @@
 """``llmnas``: the command line. Heavy modules are imported inside commands so that ``--help`` is instant."""
 from __future__ import annotations
 
+import signal
+
 import click
 
 from llmnas_local.cli.bench_cmd import bench
@@ -14,6 +16,15 @@ from llmnas_local.cli.store_cmd import export, show, top
 @click.version_option(package_name="llmnas_local")
 def cli() -> None:
     """Offline neural architecture search driven by a local open-weight LLM."""
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
+
+
+def _terminate_like_ctrl_c(signum, frame) -> None:
+    """SIGTERM (``kill``, a scheduler ending a job) unwinds like Ctrl-C: the commands report what is safe, a benchmark
+    saves its wall times, stores and model servers close. Ctrl-C is no help to a job started in the background, whose
+    SIGINT is ignored."""
+    raise KeyboardInterrupt
 
 
 for command in (dsl, search, top, show, export, models, bench):

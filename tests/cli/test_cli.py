@@ -103,3 +103,33 @@ def test_models_list_and_prepare_refuses_what_cannot_be_had_offline():
     assert r.exit_code == 2 and "cannot be prepared offline" in r.output
     r = CliRunner().invoke(cli, ["models", "prepare", "nosuch"])
     assert r.exit_code == 2 and "unknown model 'nosuch'" in r.output
+
+
+def test_sigterm_stops_a_search_like_ctrl_c(tmp_path):
+    """``kill`` (SIGTERM) reports what is safe and exits 130, as Ctrl-C does; a job started in the background has
+    SIGINT ignored, so SIGTERM is how it is stopped."""
+    import subprocess
+    import sys
+    import time
+
+    from llmnas_local.store import LmdbStore
+
+    store = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "llmnas_local.cli.main", "search", "--proposer", "random",
+                             "--budget", "200", "--store", str(store), "-q"], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:      # wait for the first finished trial
+            if (store / "data.mdb").exists():
+                with LmdbStore(store, readonly=True) as s:
+                    if next(s.trials(), None) is not None:
+                        break
+            time.sleep(0.5)
+        proc.terminate()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted:" in err and "run the same command to resume" in err
+    with LmdbStore(store, readonly=True) as s:
+        assert len(list(s.trials())) >= 1
