@@ -77,20 +77,29 @@ def dsl_constraint(history: HistoryView, grammar: str | None = None) -> Constrai
     return Constraint(grammar=grammar or space.grammar(), prefix_guard=space.prefix_guard(history.constraints))
 
 
-def unseen_grammar(history: HistoryView) -> str | None:
+def unseen_grammar(history: HistoryView, facts: dict[Any, str | None] | None = None) -> str | None:
     """The grammar of the architectures a run may still propose -- those that pass the space's checks under the task's
     constraints and that the run has not evaluated -- or None where the space cannot write one (the caller then uses
-    the space's grammar) or none is left."""
-    space, constraints = history.space, history.constraints
+    the space's grammar) or none is left.
 
-    def fresh(spec) -> bool:
-        if history.is_known(space.arch_hash(spec)):
-            return False
+    ``facts`` (spec -> its hash, or None where it fails the checks) is filled as specs are met and read on later calls:
+    neither changes within a run, and hashing every nb201 cell is most of the work (about 0.3 s a call).
+    """
+    space, constraints = history.space, history.constraints
+    facts = {} if facts is None else facts
+
+    def hash_if_valid(spec) -> str | None:
         try:
             space.check(spec, constraints)
         except SemanticError:
-            return False
-        return True
+            return None
+        return space.arch_hash(spec)
+
+    def fresh(spec) -> bool:
+        if spec not in facts:
+            facts[spec] = hash_if_valid(spec)
+        arch_hash = facts[spec]
+        return arch_hash is not None and not history.is_known(arch_hash)
 
     return space.subset_grammar(fresh)
 
@@ -110,6 +119,7 @@ class LLMProposer(BaseProposer):
         self.improver_backend = improver_backend or backend
         self.config = config
         self.memory = FeedbackMemory(window=config.window, elites=config.elites)
+        self._facts: tuple[Any, dict[Any, str | None]] = (None, {})   # (space, constraints) -> unseen_grammar's memo
 
     def settings(self) -> dict[str, Any]:
         s = dataclasses.asdict(self.config)
@@ -135,7 +145,7 @@ class LLMProposer(BaseProposer):
         messages = generator_messages(ctx, diagnosis)
         temperature = self.temperature(history)
         meta["temperature"] = temperature
-        grammar = unseen_grammar(history) if self.config.unseen_only else None
+        grammar = unseen_grammar(history, self._facts_for(history)) if self.config.unseen_only else None
         meta["grammar"] = "unseen" if grammar else "space"
         constraint = dsl_constraint(history, grammar)
         meta.update(guard_record(self.backend, constraint))
@@ -154,6 +164,13 @@ class LLMProposer(BaseProposer):
                    DIAGNOSIS: diagnosis or {}}
             proposals.append(Proposal(c.text.strip(), parent_hash=parent, llm=llm, propose_s=share))
         return proposals
+
+    def _facts_for(self, history: HistoryView) -> dict[Any, str | None]:
+        """The memo of :func:`unseen_grammar` for this space and these constraints (one per proposer, i.e. per run)."""
+        key = (history.space.name, history.constraints)
+        if self._facts[0] != key:
+            self._facts = (key, {})
+        return self._facts[1]
 
     def temperature(self, history: HistoryView) -> float:
         """The generator's temperature: the configured one, raised by ``heat_per_repeat`` for every duplicate at the

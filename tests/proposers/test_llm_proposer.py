@@ -111,6 +111,9 @@ def test_the_generator_decodes_only_valid_cells_the_run_has_not_evaluated():
     last = GrammarSampler(backend.grammars[-1])
     known = {t.arch_hash for t in study.history.trials[:-1]}
     assert not {space.arch_hash(space.parse(last.sample(random.Random(i)))) for i in range(500)} & known
+    facts = {}                                           # the per-run memo: hashes and checks, not what is known
+    unseen_grammar(HistoryView(space, study.history.constraints), facts)
+    assert len(facts) == 15625 and unseen_grammar(study.history, facts) == unseen_grammar(study.history)
 
     backend = FakeMutatorBackend()
     LLMProposer(backend, LLMProposerConfig(candidates=1, improver=False, unseen_only=False)).propose(
