@@ -77,7 +77,14 @@ def sampleable(row: torch.Tensor, allowed: torch.Tensor, temperature: float, top
         return [int(allowed[int(torch.argmax(logits))])]
     logits, ids = logits[live], allowed[live]
     order = torch.argsort(logits / temperature)          # ascending, as the warper sorts
-    cumulative = torch.softmax(logits[order] / temperature, dim=-1).cumsum(-1)
-    keep = cumulative > (1 - top_p) - 1e-6   # a hair wider than the warper: float rounding
-    keep[-1] = True
+    keep = ~nucleus_tail(logits[order] / temperature, top_p, slack=1e-6)   # a hair wider than the warper: rounding
     return ids[order[keep]].tolist()
+
+
+def nucleus_tail(ascending: torch.Tensor, top_p: float, slack: float = 0.0) -> torch.Tensor:
+    """Of logits sorted ascending along the last dimension, those outside the top-p nucleus, as transformers'
+    TopPLogitsWarper draws it: the tail whose cumulative probability is at most ``1 - top_p - slack``; the most likely
+    token always stays."""
+    tail = torch.softmax(ascending, dim=-1).cumsum(dim=-1) <= (1 - top_p) - slack
+    tail[..., -1] = False
+    return tail

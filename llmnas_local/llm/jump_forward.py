@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from llmnas_local.llm.base import FINISH_LENGTH, FINISH_STOP
-from llmnas_local.llm.guarded_decoding import guard_logits
+from llmnas_local.llm.guarded_decoding import guard_logits, nucleus_tail
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
@@ -30,9 +30,7 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tens
         return logits.argmax(dim=-1)
     logits = logits / temperature
     ordered, order = torch.sort(logits, dim=-1)                 # ascending
-    outside = torch.softmax(ordered, dim=-1).cumsum(dim=-1) <= (1 - top_p)
-    outside[:, -1] = False
-    logits = logits.scatter(1, order, ordered.masked_fill(outside, float("-inf")))
+    logits = logits.scatter(1, order, ordered.masked_fill(nucleus_tail(ordered, top_p), float("-inf")))
     return torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
 
 
