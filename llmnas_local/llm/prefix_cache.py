@@ -1,8 +1,10 @@
 """KV caches of recent prompts, so that a prompt prefills only what follows the longest part it shares with one.
 
 One entry is not enough for the LLM proposer with the improver on: the diagnosis prompt and the generator prompt
-alternate, share little more than the system text, and each would evict the other. SmolLM2 on one CPU thread
-prefills about 100 tokens a second, so a 1,800-token prompt prefilled afresh costs more than its whole decoding.
+alternate, share little more than the task and the space's description, and each would evict the other. SmolLM2 on
+one thread of the loaded 2-core machine prefills about 100 tokens a second, most of a proposer call's time: with the
+improver on, 4 caches instead of 1 make the prefill of a round (improver + generator, 3,200 tokens) 1.19x faster
+(benchmarks/bench_prefill.py).
 """
 from __future__ import annotations
 
