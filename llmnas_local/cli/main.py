@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 
 import click
 
@@ -16,7 +17,8 @@ from llmnas_local.cli.store_cmd import export, show, top
 @click.version_option(package_name="llmnas_local")
 def cli() -> None:
     """Offline neural architecture search driven by a local open-weight LLM."""
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+    in_main_thread = threading.current_thread() is threading.main_thread()    # where Python lets handlers be set
+    if in_main_thread and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _terminate_like_ctrl_c)
 
 

@@ -133,3 +133,14 @@ def test_sigterm_stops_a_search_like_ctrl_c(tmp_path):
     assert "interrupted:" in err and "run the same command to resume" in err
     with LmdbStore(store, readonly=True) as s:
         assert len(list(s.trials())) >= 1
+
+
+def test_the_cli_runs_outside_the_main_thread():
+    """Signal handlers can be set only from the main thread: embedding the CLI in a thread must still work."""
+    import threading
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(run("dsl", "grammar", "nb201")))
+    thread.start()
+    thread.join()
+    assert results[0].exit_code == 0 and "root ::=" in results[0].output
