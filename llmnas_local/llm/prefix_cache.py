@@ -33,7 +33,7 @@ class PrefixCache:
         best, reuse = -1, 0
         for i, (cached, _) in enumerate(self._entries):
             k = shared_length(cached, ids)
-            if k > reuse:
+            if k > reuse or (k == reuse > 0 and k == len(cached)):    # a tie: the entry used whole needs no copy
                 best, reuse = i, k
         if best < 0:
             return new_cache(), 0

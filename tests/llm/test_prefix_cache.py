@@ -43,6 +43,15 @@ def test_a_shorter_match_is_a_copy_and_leaves_the_entry_whole():
     assert _prefill(prefixes, [7, 8]) == [7, 8]                   # nothing shared: a new cache
 
 
+def test_of_two_equal_matches_the_one_used_whole_is_taken_without_a_copy():
+    prefixes = PrefixCache(4)
+    _prefill(prefixes, [1, 2, 3, 4, 5])
+    _prefill(prefixes, [1, 2, 3])
+    whole = prefixes._entries[-1][1]
+    cache, reuse = prefixes.take([1, 2, 3, 9], FakeCache)
+    assert reuse == 3 and cache is whole and len(prefixes) == 1
+
+
 def test_the_least_recently_used_entry_goes_first():
     prefixes = PrefixCache(2)
     _prefill(prefixes, [1, 1, 1])
