@@ -8,6 +8,7 @@ A grid file (``benchmarks/grids/*.toml``)::
     budgets = [10, 30, 100, 300]       # distinct evaluations at which the table reports (default 10, 30, 100)
     max_budget = 300                   # each run goes this far (default: the largest budget)
     reference = "evolution"            # paired comparisons are against this entry (default: evolution if present)
+    more_references = ["llm"]          # and against these too, a table each (an ablation grid: the full proposer)
     band = "std"                       # curve plot band: "std" or "ci95"
     max_stall = 200                    # a run stops (stalled) after this many known or invalid proposals in a row
 
@@ -108,6 +109,7 @@ class BenchConfig:
     budgets: tuple[int, ...] = DEFAULT_BUDGETS
     max_budget: int = 100
     reference: str | None = None              # None: no paired comparisons
+    more_references: tuple[str, ...] = ()     # further entries the others are compared with, a table each
     band: str = "std"
     max_stall: int = 200                      # Search(max_stall=...): known or invalid proposals in a row
     bootstrap_resamples: int = 10_000
@@ -130,8 +132,11 @@ class BenchConfig:
             raise GridError(f"seeds must be distinct non-negative integers, got {list(self.seeds)}")
         if self.max_budget < 1 or any(b < 1 for b in self.budgets):
             raise GridError("budgets must be positive")
-        if self.reference is not None and self.reference not in names:
-            raise GridError(f"reference {self.reference!r} is not an entry of the grid ({', '.join(names)})")
+        for ref in self.references:
+            if ref not in names:
+                raise GridError(f"reference {ref!r} is not an entry of the grid ({', '.join(names)})")
+        if len(set(self.references)) != len(self.references):
+            raise GridError(f"references repeat: {', '.join(self.references)}")
         if self.band not in BANDS:
             raise GridError(f"band must be one of {', '.join(BANDS)}, got {self.band!r}")
         if self.space.name not in SPACES:
@@ -146,6 +151,11 @@ class BenchConfig:
             raise GridError("bootstrap_resamples must be at least 100")
 
     @property
+    def references(self) -> tuple[str, ...]:
+        """The entries the others are compared with, the main reference first."""
+        return ((self.reference,) if self.reference is not None else ()) + tuple(self.more_references)
+
+    @property
     def report_budgets(self) -> tuple[int, ...]:
         """The budgets of the table: those up to the max budget, and the max budget itself."""
         return tuple(sorted({b for b in self.budgets if b <= self.max_budget} | {self.max_budget}))
@@ -156,7 +166,7 @@ class BenchConfig:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "entries": [e.to_json() for e in self.entries], "seeds": list(self.seeds),
                 "space": self.space.to_json(), "budgets": list(self.report_budgets), "max_budget": self.max_budget,
-                "reference": self.reference, "band": self.band, "max_stall": self.max_stall,
+                "reference": self.reference, "more_references": list(self.more_references), "band": self.band, "max_stall": self.max_stall,
                 "bootstrap_resamples": self.bootstrap_resamples, "bootstrap_seed": self.bootstrap_seed,
                 "published": {e: {str(b): list(v) for b, v in p.items()} for e, p in self.published.items()}}
 
@@ -258,8 +268,8 @@ def _published(raw: Any) -> dict[str, dict[int, tuple[float, float, int]]]:
     return out
 
 
-_TOP = {"name", "entries", "seeds", "space", "budgets", "max_budget", "reference", "band", "max_stall",
-        "bootstrap_resamples", "bootstrap_seed", "published"}
+_TOP = {"name", "entries", "seeds", "space", "budgets", "max_budget", "reference", "more_references", "band",
+        "max_stall", "bootstrap_resamples", "bootstrap_seed", "published"}
 
 
 def config_from_dict(raw: Mapping[str, Any], base: Path | None = None, default_name: str | None = None) -> BenchConfig:
@@ -273,9 +283,13 @@ def config_from_dict(raw: Mapping[str, Any], base: Path | None = None, default_n
     reference = raw.get("reference", "evolution" if "evolution" in names else None)
     if reference == "":
         reference = None
+    more = raw.get("more_references", [])
+    if not (isinstance(more, list) and all(isinstance(m, str) for m in more)):
+        raise GridError(f"more_references: expected a list of entry names, got {more!r}")
     return BenchConfig(name=str(raw.get("name") or default_name or "bench"), entries=entries,
                        seeds=parse_seeds(raw.get("seeds", 3)), space=_space(raw.get("space", {}), base),
-                       budgets=budgets, max_budget=max_budget, reference=reference, band=raw.get("band", "std"),
+                       budgets=budgets, max_budget=max_budget, reference=reference, more_references=tuple(more),
+                       band=raw.get("band", "std"),
                        max_stall=int(raw.get("max_stall", 200)),
                        bootstrap_resamples=int(raw.get("bootstrap_resamples", 10_000)),
                        bootstrap_seed=int(raw.get("bootstrap_seed", 0)), published=_published(raw.get("published", {})))

@@ -69,20 +69,19 @@ def entry_results(config: BenchConfig, runs: Sequence[RunData]) -> dict[str, dic
 
 
 def comparisons(config: BenchConfig, runs: Sequence[RunData]) -> list[dict[str, Any]]:
-    if config.reference is None:
-        return []
     values: dict[str, dict[int, dict[int, float]]] = collections.defaultdict(lambda: collections.defaultdict(dict))
     for r in runs:
         for b in config.report_budgets:
             values[r.entry][b][r.seed] = _value_at(r, b)
     out = []
-    for entry in config.entries:
-        if entry.name == config.reference:
-            continue
-        for b in config.report_budgets:
-            c = paired_comparison(entry.name, config.reference, b, values[entry.name][b], values[config.reference][b],
-                                  resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)
-            out.append(c.to_json())
+    for reference in config.references:
+        for entry in config.entries:
+            if entry.name == reference:
+                continue
+            for b in config.report_budgets:
+                c = paired_comparison(entry.name, reference, b, values[entry.name][b], values[reference][b],
+                                      resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)
+                out.append(c.to_json())
     return out
 
 
@@ -166,15 +165,18 @@ def render_table(config: BenchConfig, protocol: dict[str, Any], entries: dict[st
                 lines.append(f"| {name} | {b} | {_pm(m)} | {p['published_mean']:.2f} ± {p['published_std']:.2f} "
                              f"(n={p['published_seeds']}) | {p['delta']:+.2f} | {p['tolerance']:.2f} | "
                              f"{'yes' if p['within_noise'] else '**no**'} |")
-    if comps:
-        lines += ["", f"## Paired comparisons against `{config.reference}`", "",
-                  f"Seed by seed (the same seed for both proposers), difference = proposer - {config.reference} in "
+    for reference in config.references:
+        rows = [c for c in comps if c["reference"] == reference]
+        if not rows:
+            continue
+        lines += ["", f"## Paired comparisons against `{reference}`", "",
+                  f"Seed by seed (the same seed for both proposers), difference = proposer - {reference} in "
                   f"test accuracy points. 95% CI: percentile bootstrap of the mean difference "
                   f"({config.bootstrap_resamples:,} resamples, numpy seed {config.bootstrap_seed}). \"better\" / "
                   f"\"worse\" only where the CI excludes 0.", ""]
         head = ["proposer", "queries", "seeds", "wins / ties / losses", "mean diff", "95% CI", "verdict"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for c in comps:
+        for c in rows:
             ci = "-" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
             md = "-" if c["mean_diff"] is None else f"{c['mean_diff']:+.3f}"
             lines.append(f"| {c['entry']} | {c['budget']} | {c['n']} | {c['wins']} / {c['ties']} / {c['losses']} | "

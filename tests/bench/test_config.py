@@ -54,6 +54,15 @@ def test_invalid_grids_name_the_field(tmp_path):
         BenchConfig("b", (EntryConfig("a", "random"), EntryConfig("a", "random")), (0,), space)
     with pytest.raises(GridError, match="reference 'x'"):
         BenchConfig("b", (EntryConfig("a", "random"),), (0,), space, reference="x")
+    with pytest.raises(GridError, match="reference 'y'"):
+        BenchConfig("b", (EntryConfig("a", "random"),), (0,), space, reference="a", more_references=("y",))
+    with pytest.raises(GridError, match="references repeat"):
+        BenchConfig("b", (EntryConfig("a", "random"),), (0,), space, reference="a", more_references=("a",))
+    listed = tmp_path / "listed.toml"
+    listed.write_text('name = "b"\nmore_references = "a"\n[space]\ntable = "t.csv"\n[[entries]]\nname = "a"\n'
+                      'proposer = "random"\n')
+    with pytest.raises(GridError, match="more_references: expected a list"):
+        load_grid(listed)
     with pytest.raises(GridError, match="give its table"):
         BenchConfig("b", (EntryConfig("a", "random"),), (0,), SpaceConfig())
     with pytest.raises(GridError, match="max_stall"):

@@ -41,6 +41,18 @@ def smoke(nb201_csv, tmp_path_factory):
     return out, run_bench(smoke_config(nb201_csv), out)
 
 
+def test_more_references_add_a_comparison_table_each(nb201_csv, tmp_path):
+    result = run_bench(smoke_config(nb201_csv, more_references=("random",)), tmp_path)
+    results = json.loads((result.out_dir / "results.json").read_text())
+    pairs = {(c["entry"], c["reference"]) for c in results["comparisons"]}
+    assert pairs == {("random", "evolution"), ("evolution", "random")}
+    assert results["grid"]["more_references"] == ["random"]
+    table = (result.out_dir / "table.md").read_text()
+    first, second = table.index("## Paired comparisons against `evolution`"), table.index(
+        "## Paired comparisons against `random`")
+    assert first < second and "| evolution | 20 | 2 |" in table[second:] and "| random | 20 | 2 |" in table[first:second]
+
+
 def test_report_files_are_well_formed(smoke):
     out, result = smoke
     folder = out / "smoke"
