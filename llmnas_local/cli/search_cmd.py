@@ -60,6 +60,9 @@ DEFAULT_STORE = "runs/default"
 @click.option("--memory-window", default=5, show_default=True, help="llm: diagnostic triples shown (0: no memory).")
 @click.option("--elites", default=5, show_default=True, help="llm: best designs shown (0: none).")
 @click.option("--improver/--no-improver", default=True, show_default=True, help="llm: the diagnosis role.")
+@click.option("--distinct", is_flag=True,
+              help="llm: a call's candidates drawn without replacement (stochastic beam search), none alike; "
+                   "--llm transformers.")
 @click.option("--temperature", type=float, default=None,
               help="llm, llm-evo: sampling temperature [default: 0.8; llm-evo: 1.0].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -70,7 +73,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
            train_size: int | None, val_size: int | None, test_size: int | None, max_params_m: float | None,
            max_flops_m: float | None, device: str, timeout: float, workers: int, population: int, tournament: int,
            llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None, candidates: int | None,
-           memory_window: int, elites: int, improver: bool, temperature: float | None, quiet: bool) -> None:
+           memory_window: int, elites: int, improver: bool, distinct: bool, temperature: float | None,
+           quiet: bool) -> None:
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
     from llmnas_local.proposers import create_proposer
@@ -113,6 +117,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
         settings.update({k: v for k, v in (("candidates", candidates), ("temperature", temperature)) if v is not None})
         if proposer == "llm":
             settings.update(window=memory_window, elites=elites, improver=improver)
+            if distinct:
+                settings["distinct"] = True
         if not quiet:
             click.echo(f"loading {model} on the {llm_backend} backend...", err=True)
     prop = create_proposer(proposer, **settings)

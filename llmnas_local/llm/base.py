@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 Messages = Sequence[Mapping[str, str]]          # one chat: [{"role": "system"|"user"|"assistant", "content": str}, ...]
 
@@ -34,11 +34,15 @@ class Constraint:
     ``prefix_guard`` (optional, grammar only): a predicate on partial outputs, False once no completion can be valid
     (a search space's :meth:`~llmnas_local.dsl.base.BaseSpace.prefix_guard`: caps on parameters and FLOPs...).
     Backends whose ``enforces_prefix_guard`` is True mask the tokens that fail it; the others decode under the grammar
-    alone, and what the guard would have stopped is rejected by the search."""
+    alone, and what the guard would have stopped is rejected by the search.
+
+    ``identity`` (optional, grammar only): what makes two complete outputs the same design (a space's canonical hash),
+    for ``generate(distinct=True)``, whose completions then differ in it and not only in their text."""
 
     grammar: str | None = None
     json_schema: dict[str, Any] | None = dataclasses.field(default=None, hash=False)
     prefix_guard: Callable[[str], bool] | None = dataclasses.field(default=None, hash=False, compare=False)
+    identity: Callable[[str], Hashable] | None = dataclasses.field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.grammar is None) == (self.json_schema is None):
@@ -49,6 +53,8 @@ class Constraint:
             raise ValueError("Constraint.json_schema must be a dict")
         if self.prefix_guard is not None and (self.grammar is None or not callable(self.prefix_guard)):
             raise ValueError("Constraint.prefix_guard must be a callable, and goes with a grammar")
+        if self.identity is not None and (self.grammar is None or not callable(self.identity)):
+            raise ValueError("Constraint.identity must be a callable, and goes with a grammar")
 
     @property
     def kind(self) -> str:
@@ -96,11 +102,14 @@ class BaseBackend(abc.ABC):
     call: backends batch them. ``temperature``/``top_p`` default to the model's recommended values (``defaults``, from
     the registry) when left as None. ``temperature=0`` is greedy (then the ``n`` completions are identical). A ``seed``
     makes sampling repeatable for the same backend, model, prompts and batch; it never touches global RNG state.
+    ``distinct=True`` asks for the ``n`` completions of a prompt without replacement: all different (as token
+    sequences), fewer than ``n`` only where the constraint admits fewer; backends with ``samples_distinct`` can.
     Backends are context managers; ``close()`` is idempotent.
     """
 
     name: str = "base"
     enforces_prefix_guard: bool = False    # whether decoding masks the tokens a Constraint.prefix_guard rejects
+    samples_distinct: bool = False         # whether generate(distinct=True) works (see _generate_distinct)
 
     def __init__(self, model: str, defaults: Mapping[str, float] | None = None):
         self.model = str(model)
@@ -108,7 +117,7 @@ class BaseBackend(abc.ABC):
 
     def generate(self, prompts: Sequence[Messages], constraint: Constraint | None = None, n: int = 1,
                  max_tokens: int = 256, temperature: float | None = None, top_p: float | None = None,
-                 seed: int | None = None) -> list[Generation]:
+                 seed: int | None = None, distinct: bool = False) -> list[Generation]:
         prompts = [_check_messages(p, i) for i, p in enumerate(prompts)]
         if constraint is not None and not isinstance(constraint, Constraint):
             raise TypeError(f"constraint must be a Constraint or None, not {type(constraint).__name__}")
@@ -118,8 +127,17 @@ class BaseBackend(abc.ABC):
             raise ValueError(f"n and max_tokens must be >= 1 (got n={n}, max_tokens={max_tokens})")
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1 (got {temperature}, {top_p})")
+        if distinct and not self.samples_distinct:
+            raise BackendError(f"the {self.name} backend cannot sample distinct completions (distinct=True); "
+                               f"the transformers backend can")
         if not prompts:
             return []
+        if distinct:
+            out = self._generate_distinct(prompts, constraint, n=n, max_tokens=max_tokens, temperature=temperature,
+                                          top_p=top_p, seed=seed)
+            assert len(out) == len(prompts) and all(
+                1 <= len(g.completions) <= n for g in out), "backend broke the contract"
+            return out
         out = self._generate(prompts, constraint, n=n, max_tokens=max_tokens, temperature=temperature,
                              top_p=top_p, seed=seed)
         assert len(out) == len(prompts) and all(len(g.completions) == n for g in out), "backend broke the contract"
@@ -129,6 +147,12 @@ class BaseBackend(abc.ABC):
     def _generate(self, prompts: list[list[dict[str, str]]], constraint: Constraint | None, *, n: int,
                   max_tokens: int, temperature: float, top_p: float, seed: int | None) -> list[Generation]:
         """Arguments already validated; return one Generation of exactly ``n`` completions per prompt, in order."""
+
+    def _generate_distinct(self, prompts: list[list[dict[str, str]]], constraint: Constraint | None, *, n: int,
+                           max_tokens: int, temperature: float, top_p: float, seed: int | None) -> list[Generation]:
+        """As :meth:`_generate`, the completions of a prompt all different (at least one, at most ``n``). Backends
+        that set ``samples_distinct`` implement it."""
+        raise NotImplementedError
 
     def close(self) -> None:
         """Release the model / stop the server. Idempotent."""

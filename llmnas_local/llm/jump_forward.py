@@ -23,18 +23,22 @@ from llmnas_local.llm.base import FINISH_LENGTH, FINISH_STOP
 from llmnas_local.llm.guarded_decoding import guard_logits, nucleus_tail
 
 
-def sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """One token id per row: argmax when ``temperature`` is 0, else a draw from the top-p nucleus of ``logits / T``
-    (transformers' TopPLogitsWarper: the smallest set of most likely tokens whose mass exceeds ``top_p``)."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
+def warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """``logits / temperature`` with the tokens outside the top-p nucleus set to -inf (transformers'
+    TopPLogitsWarper: the smallest set of most likely tokens whose mass exceeds ``top_p``); ``temperature`` > 0."""
     logits = logits / temperature
     ordered, order = torch.sort(logits, dim=-1)                 # ascending
-    logits = logits.scatter(1, order, ordered.masked_fill(nucleus_tail(ordered, top_p), float("-inf")))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
+    return logits.scatter(1, order, ordered.masked_fill(nucleus_tail(ordered, top_p), float("-inf")))
 
 
-class _Row:
+def sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """One token id per row: argmax when ``temperature`` is 0, else a draw from the top-p nucleus of ``logits / T``."""
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    return torch.multinomial(torch.softmax(warp(logits, temperature, top_p), dim=-1), 1).squeeze(1)
+
+
+class Row:
     """One completion being decoded: its tokens and text, its grammar matcher, what it feeds the model next, where."""
 
     def __init__(self, matcher, first: int, position: int):
@@ -53,14 +57,14 @@ def decode(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
     reason)`` per row, the stop token included when the row stopped."""
     import xgrammar as xgr
 
-    jump = _JumpForward(tokenizer, token_texts, stop_ids, max_tokens, len(token_texts))
+    jump = JumpForward(tokenizer, token_texts, stop_ids, max_tokens, len(token_texts))
     past = len(prompt_ids) - 1
-    every = [_Row(xgr.GrammarMatcher(compiled) if compiled is not None else None, prompt_ids[-1], past)
+    every = [Row(xgr.GrammarMatcher(compiled) if compiled is not None else None, prompt_ids[-1], past)
              for _ in range(rows)]
     for row in every:
         jump(row)
     live = list(every)
-    stop, bitmask, mask = set(stop_ids), None, torch.ones(rows, past, dtype=torch.long, device=device)
+    stop, mask = set(stop_ids), torch.ones(rows, past, dtype=torch.long, device=device)
     while live:
         if any(r.finish for r in live):                 # rows that ended leave the batch (and the cache)
             index = [i for i, r in enumerate(live) if r.finish is None]
@@ -69,43 +73,63 @@ def decode(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
             keep_rows(torch.tensor(index, dtype=torch.long, device=device))
             mask = mask[index]
             live = [live[i] for i in index]
-        width = max(len(r.pending) for r in live)
-        input_ids = torch.full((len(live), width), pad_id, dtype=torch.long)
-        fresh = torch.zeros((len(live), width), dtype=torch.long)
-        for i, r in enumerate(live):
-            input_ids[i, :len(r.pending)] = torch.tensor(r.pending)
-            fresh[i, :len(r.pending)] = 1
-        positions = torch.tensor([r.position for r in live]).unsqueeze(1) + torch.arange(width)
-        mask = torch.cat([mask, fresh.to(device)], dim=1)
-        logits = forward(input_ids.to(device), mask, positions.to(device))
-        last = torch.tensor([len(r.pending) - 1 for r in live], device=logits.device)
-        scores = logits[torch.arange(len(live), device=logits.device), last].float().cpu()
-        if compiled is not None:
-            if bitmask is None:
-                bitmask = xgr.allocate_token_bitmask(rows, scores.shape[-1])
-            for i, r in enumerate(live):
-                r.matcher.fill_next_token_bitmask(bitmask, i)
-            xgr.apply_token_bitmask_inplace(scores, bitmask[:len(live)])
-        if guard is not None:
-            for i, r in enumerate(live):
-                guard_logits(scores[i], r.text, guard, token_texts, temperature, top_p)
+        scores, mask = next_scores(forward, live, mask, compiled=compiled, pad_id=pad_id, guard=guard,
+                                   token_texts=token_texts, temperature=temperature, top_p=top_p, device=device)
         for r, token in zip(live, sample(scores, temperature, top_p).tolist()):
             r.position += len(r.pending)
-            if r.matcher is not None and not r.matcher.accept_token(token):
-                raise RuntimeError(f"the grammar matcher refused token {token}, which its mask allowed")
-            r.tokens.append(token)
-            r.text += token_texts[token]
-            r.pending = [token]
-            if token in stop:
-                r.finish = FINISH_STOP
-            elif len(r.tokens) >= max_tokens:
-                r.finish = FINISH_LENGTH
-            else:
-                jump(r)
+            choose(r, token, jump, stop)
     return [(r.tokens, r.finish) for r in every]
 
 
-class _JumpForward:
+def choose(row: Row, token: int, jump: JumpForward, stop: set[int]) -> None:
+    """Append a sampled ``token`` to ``row`` (after the pass that scored it), then the text its grammar forces next;
+    mark the row finished at a stop token (its text stays the output's) or at ``max_tokens``."""
+    if row.matcher is not None and not row.matcher.accept_token(token):
+        raise RuntimeError(f"the grammar matcher refused token {token}, which its mask allowed")
+    row.tokens.append(token)
+    row.pending = [token]
+    if token in stop:
+        row.finish = FINISH_STOP
+        return
+    row.text += jump.token_texts[token]
+    if len(row.tokens) >= jump.max_tokens:
+        row.finish = FINISH_LENGTH
+    else:
+        jump(row)
+
+
+def next_scores(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], live: Sequence[Row],
+                mask: torch.Tensor, *, compiled, pad_id: int, guard: Callable[[str], bool] | None,
+                token_texts: Sequence[str], temperature: float, top_p: float,
+                device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass for the rows in ``live`` (the cache's rows, in order), each fed its pending tokens: their
+    next-token logits (float32, on the CPU) masked by each row's grammar and the prefix guard, and the attention
+    ``mask`` grown by this pass's columns."""
+    import xgrammar as xgr
+
+    width = max(len(r.pending) for r in live)
+    input_ids = torch.full((len(live), width), pad_id, dtype=torch.long)
+    fresh = torch.zeros((len(live), width), dtype=torch.long)
+    for i, r in enumerate(live):
+        input_ids[i, :len(r.pending)] = torch.tensor(r.pending)
+        fresh[i, :len(r.pending)] = 1
+    positions = torch.tensor([r.position for r in live]).unsqueeze(1) + torch.arange(width)
+    mask = torch.cat([mask, fresh.to(device)], dim=1)
+    logits = forward(input_ids.to(device), mask, positions.to(device))
+    last = torch.tensor([len(r.pending) - 1 for r in live], device=logits.device)
+    scores = logits[torch.arange(len(live), device=logits.device), last].float().cpu()
+    if compiled is not None:
+        bitmask = xgr.allocate_token_bitmask(len(live), scores.shape[-1])
+        for i, r in enumerate(live):
+            r.matcher.fill_next_token_bitmask(bitmask, i)
+        xgr.apply_token_bitmask_inplace(scores, bitmask)
+    if guard is not None:
+        for i, r in enumerate(live):
+            guard_logits(scores[i], r.text, guard, token_texts, temperature, top_p)
+    return scores, mask
+
+
+class JumpForward:
     """Appends to a row the text its grammar forces next (tokenized canonically) and, where the grammar then allows
     only a stop token, that token, which ends the row."""
 
@@ -114,7 +138,7 @@ class _JumpForward:
         self.max_tokens, self.vocab = max_tokens, vocab
         self.bits = torch.arange(32, dtype=torch.int32)
 
-    def __call__(self, row: _Row) -> None:
+    def __call__(self, row: Row) -> None:
         m = row.matcher
         if m is None:
             return
@@ -134,6 +158,8 @@ class _JumpForward:
                 m.accept_token(allowed[0])
                 row.tokens.append(allowed[0])
                 row.finish = FINISH_STOP
+        if row.finish is None and len(row.tokens) >= self.max_tokens:      # the forced text filled the row
+            row.finish = FINISH_LENGTH
 
     def allowed(self, matcher) -> list[int]:
         """The token ids the matcher allows next (its bitmask unpacked)."""

@@ -5,10 +5,11 @@ is prefilled once and its KV cache copied to the ``n`` rows. The caches of the l
 call prefills only what follows the longest part it shares with one of them (the system text, task, space description
 and examples of the proposer's prompts; the improver's prompt and the generator's each find their own). The rows are
 then decoded with jump-forward decoding (:mod:`llmnas_local.llm.jump_forward`): one forward pass per token the model
-chooses, none per token the grammar forces (an nb201 cell: about 10 passes, not 51). Several prompts are decoded
-together by transformers' ``generate`` as one left-padded batch (chunked by ``max_batch_rows``), token by token.
-Grammars are compiled once per text and cached (the 64 most recent); the logits processor is new for every ``generate``
-of transformers (it holds per-row matcher state). A constraint's ``prefix_guard`` is enforced too
+chooses, none per token the grammar forces (an nb201 cell: about 10 passes, not 51); with ``distinct=True`` the rows
+are the beams of a stochastic beam search (:mod:`llmnas_local.llm.distinct_decoding`), so the ``n`` completions are
+drawn without replacement. Several prompts are decoded together by transformers' ``generate`` as one left-padded
+batch (chunked by ``max_batch_rows``), token by token. Grammars are compiled once per text and cached (the 64 most
+recent); the logits processor is new for every ``generate`` of transformers (it holds per-row matcher state). A constraint's ``prefix_guard`` is enforced too
 (:mod:`llmnas_local.llm.guarded_decoding`): tokens the sampler may draw are masked once no completion passes it.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ class TransformersBackend(BaseBackend):
 
     name = "transformers"
     enforces_prefix_guard = True
+    samples_distinct = True
 
     def __init__(self, model: str | os.PathLike = "smollm2", *, gguf_file: str | None = None, device: str | None = None,
                  dtype: str | None = None, max_batch_rows: int = 32, prefix_cache: int = 4,
@@ -130,12 +132,19 @@ class TransformersBackend(BaseBackend):
         return self.tokenizer.apply_chat_template(rest, add_generation_prompt=True, tokenize=False)
 
     def _generate(self, prompts, constraint, *, n, max_tokens, temperature, top_p, seed):
+        return self._decode(prompts, constraint, n, max_tokens, temperature, top_p, seed, distinct=False)
+
+    def _generate_distinct(self, prompts, constraint, *, n, max_tokens, temperature, top_p, seed):
+        return self._decode(prompts, constraint, n, max_tokens, temperature, top_p, seed, distinct=True)
+
+    def _decode(self, prompts, constraint, n, max_tokens, temperature, top_p, seed, *, distinct):
         import torch
 
         if self._model is None:
             raise BackendError(f"{self.name} backend for {self.model} is closed")
         compiled = self.compile(constraint) if constraint is not None else None
         guard = constraint.prefix_guard if constraint is not None else None
+        identity = constraint.identity if constraint is not None else None
         texts = [self.render(p) for p in prompts]
         per_chunk = max(1, self.max_batch_rows // n)
         results: list[Generation] = []
@@ -145,9 +154,9 @@ class TransformersBackend(BaseBackend):
         with torch.random.fork_rng(devices=devices, enabled=seed is not None), torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)
-            if len(texts) == 1:          # what the proposers send: one prompt, n samples
-                results.append(self._generate_shared(texts[0], compiled, n, max_tokens, temperature, top_p,
-                                                     guard=guard))
+            if len(texts) == 1 or distinct:      # what the proposers send: one prompt, n samples
+                results.extend(self._generate_shared(text, compiled, n, max_tokens, temperature, top_p, guard=guard,
+                                                     distinct=distinct, identity=identity) for text in texts)
             else:
                 for start in range(0, len(texts), per_chunk):
                     results.extend(self._generate_chunk(texts[start:start + per_chunk], compiled, n, max_tokens,
@@ -202,13 +211,16 @@ class TransformersBackend(BaseBackend):
         return [(self._completions(new[i * rows:(i + 1) * rows], n, temperature > 0), int(mask))
                 for i, mask in enumerate(enc["attention_mask"].sum(dim=1).tolist())]
 
-    def _generate_shared(self, text, compiled, n, max_tokens, temperature, top_p, guard=None):
+    def _generate_shared(self, text, compiled, n, max_tokens, temperature, top_p, guard=None, distinct=False,
+                         identity=None):
         """One prompt, ``n`` samples: prefill once (reusing the longest cached prefix of a recent prompt), then decode
         the ``n`` rows from copies of that cache with jump-forward decoding (:mod:`llmnas_local.llm.jump_forward`): one
-        forward pass per token the model chooses, none per token the grammar forces."""
+        forward pass per token the model chooses, none per token the grammar forces. ``distinct``: the ``n`` rows are
+        the beams of a stochastic beam search (:mod:`llmnas_local.llm.distinct_decoding`), so no two are alike."""
         import torch
         from transformers import DynamicCache
 
+        from llmnas_local.llm.distinct_decoding import decode_distinct
         from llmnas_local.llm.jump_forward import decode
 
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -221,8 +233,8 @@ class TransformersBackend(BaseBackend):
                         **self._one_logit)
         self._prefixes.put(head, cache)
         cache = copy.deepcopy(cache)          # decoding grows its copy; the prefix stays for the next call
-        sample = temperature > 0
-        rows = n if sample else 1
+        sample = temperature > 0 or distinct
+        rows = n if sample and not distinct else 1      # stochastic beam search starts from one row and forks it
         if rows > 1:
             cache.batch_repeat_interleave(rows)
 
@@ -232,11 +244,14 @@ class TransformersBackend(BaseBackend):
                                cache_position=torch.arange(past, past + input_ids.shape[1], device=self.device),
                                use_cache=True, **{cache_kw: cache}).logits
 
+        common = dict(compiled=compiled, tokenizer=self.tokenizer, token_texts=self._token_texts,
+                      stop_ids=self.stop_ids, pad_id=self.pad_id, max_tokens=max_tokens, temperature=temperature,
+                      top_p=top_p, guard=guard, device=self.device)
         try:
-            decoded = decode(forward, cache.batch_select_indices, ids, rows, compiled=compiled,
-                             tokenizer=self.tokenizer, token_texts=self._token_texts, stop_ids=self.stop_ids,
-                             pad_id=self.pad_id, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                             guard=guard, device=self.device)
+            if distinct:
+                decoded = decode_distinct(forward, cache.batch_select_indices, ids, n, identity=identity, **common)
+            else:
+                decoded = decode(forward, cache.batch_select_indices, ids, rows, **common)
         except (RuntimeError, ValueError, AssertionError) as e:
             raise BackendError(f"generation failed: {type(e).__name__}: {e}") from e
         return self._completions([tokens for tokens, _ in decoded], n, sample), len(ids)

@@ -31,6 +31,9 @@ def create_llm_proposer(llm: str = "transformers", model: str | None = "smollm2"
     from llmnas_local.proposers.llm import LLMProposer, LLMProposerConfig
 
     cfg = LLMProposerConfig(**config)            # reject bad settings before loading a model
+    if cfg.distinct and backend is None and not _backend_class(llm).samples_distinct:
+        raise ValueError(f"distinct candidates need a backend that samples without replacement (transformers), "
+                         f"not {llm}")
     if backend is None:
         backend = _create_backend(llm, model, base_url, backend_settings)
     return LLMProposer(backend, cfg, model_name=model)
@@ -47,6 +50,14 @@ def create_llm_evolution_proposer(llm: str = "transformers", model: str | None =
     if backend is None:
         backend = _create_backend(llm, model, base_url, backend_settings)
     return LLMEvolutionProposer(backend, cfg, model_name=model)
+
+
+def _backend_class(llm: str):
+    from llmnas_local.llm import BACKENDS, BackendError
+
+    if llm not in BACKENDS:
+        raise BackendError(f"unknown backend {llm!r} (choose from {', '.join(BACKENDS)})")
+    return BACKENDS[llm]
 
 
 def _create_backend(llm: str, model: str | None, base_url: str | None, backend_settings: dict[str, Any] | None):

@@ -6,7 +6,8 @@ Two roles, as in the method (arXiv 2603.12091): the *improver* reads the memory 
 diagnosis. Each part is a switch for ablations (improver on/off, memory window K, elites on/off). One generator call
 asks for several candidates. Where the space can write the grammar of its unevaluated valid architectures (nb201),
 decoding is constrained to it, so a call never repeats a cell the run knows (``unseen_only``); elsewhere the search
-loop answers repeats from the store and the memory shows them to the model as "already evaluated".
+loop answers repeats from the store and the memory shows them to the model as "already evaluated". With ``distinct``,
+the candidates of a call are drawn without replacement, so they do not repeat each other either.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ class LLMProposerConfig:
     improver_max_tokens: int = 200
     heat_per_repeat: float = 0.1    # temperature added per trailing duplicate in the history (a small model that
     max_temperature: float = 1.5    # keeps copying the best design is pushed to explore; derived from the history)
+    distinct: bool = False          # a call's candidates sampled without replacement (stochastic beam search), so
+                                    # none repeats another; backends with samples_distinct (transformers)
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
@@ -72,9 +75,10 @@ def heated_temperature(history: HistoryView, base: float, per_repeat: float, cei
 def dsl_constraint(history: HistoryView, grammar: str | None = None) -> Constraint:
     """What a generator call decodes under: the space's grammar (or ``grammar``) and its prefix guard for the task's
     constraints (caps on parameters and FLOPs...), which backends with ``enforces_prefix_guard`` apply token by
-    token."""
+    token; the architecture's canonical hash is what makes two outputs one design (for distinct candidates)."""
     space = history.space
-    return Constraint(grammar=grammar or space.grammar(), prefix_guard=space.prefix_guard(history.constraints))
+    return Constraint(grammar=grammar or space.grammar(), prefix_guard=space.prefix_guard(history.constraints),
+                      identity=lambda text: space.arch_hash(space.parse(text)))
 
 
 def unseen_grammar(history: HistoryView, facts: dict[Any, str | None] | None = None) -> str | None:
@@ -114,6 +118,9 @@ class LLMProposer(BaseProposer):
 
     def __init__(self, backend, config: LLMProposerConfig = LLMProposerConfig(), improver_backend=None,
                  model_name: str | None = None):
+        if config.distinct and not backend.samples_distinct:
+            raise ValueError(f"distinct candidates need a backend that samples without replacement (transformers), "
+                             f"not {backend.name}")
         self.backend = backend
         self.model_name = model_name or str(backend.model)   # as the user named it: part of the run's identity
         self.improver_backend = improver_backend or backend
@@ -123,6 +130,8 @@ class LLMProposer(BaseProposer):
 
     def settings(self) -> dict[str, Any]:
         s = dataclasses.asdict(self.config)
+        if not s["distinct"]:               # runs stored before the setting existed keep their identity
+            del s["distinct"]
         s["backend"], s["model"] = self.backend.name, self.model_name
         if self.improver_backend is not self.backend:
             s["improver_model"] = str(self.improver_backend.model)
@@ -152,7 +161,7 @@ class LLMProposer(BaseProposer):
         [gen] = self.backend.generate([messages], constraint,
                                       n=max(n, self.config.candidates), max_tokens=self.config.max_tokens,
                                       temperature=temperature, top_p=self.config.top_p,
-                                      seed=rng.randrange(2**31))
+                                      seed=rng.randrange(2**31), distinct=self.config.distinct)
         best = history.best(1)
         parent = best[0].arch_hash if best else None
         share = (time.perf_counter() - t0) / max(1, len(gen.completions))

@@ -80,6 +80,7 @@ def test_search_with_the_llm_as_mutation_operator(tmp_path, nb201_csv, smollm2_d
     (("search", "--space", "nb201", "--table", "/nonexistent.csv"), "/nonexistent.csv"),
     (("search", "--data", "/no/such/data"), "/no/such/data"),
     (("search", "--proposer", "nosuch", "--space", "cnn"), "unknown proposer 'nosuch'"),
+    (("search", "--llm", "vllm", "--distinct"), "distinct candidates need a backend"),   # before a server starts
 ])
 def test_bad_search_input_is_one_line_and_exit_2(tmp_path, args, message):
     r = CliRunner().invoke(cli, [*args, "--store", str(tmp_path / "s"), "-q"])

@@ -43,6 +43,8 @@ def test_generate_validates_and_keeps_order():
             b.generate([[{"role": "user"}]])
         with pytest.raises(TypeError):
             b.generate([[{"role": "user", "content": "x"}]], 'root ::= "a"')
+        with pytest.raises(BackendError, match="cannot sample distinct completions"):
+            b.generate([[{"role": "user", "content": "x"}]], n=2, distinct=True)
 
 
 def test_create_backend_rejects_unknown_kind_and_openai_without_url():

@@ -42,13 +42,20 @@ class FakeModel:
                     seq.append(int(input_ids[r, k]))
                 else:
                     assert input_ids[r, k] == PAD
-            logits[r, :, VOCAB.index(self.prefer[r])] = 5.0
-            logits[r, :, VOCAB.index("a")] += 1.0
+            logits[r] = self.next_logits(r)
+        return logits
+
+    def next_logits(self, r):
+        """Row r's logits, the same at every position."""
+        logits = torch.zeros(len(VOCAB))
+        logits[VOCAB.index(self.prefer[r])] = 5.0
+        logits[VOCAB.index("a")] += 1.0
         return logits
 
     def keep_rows(self, index):
+        """Keep the rows listed (a repeated one is copied)."""
         self.kept.append(index.tolist())
-        self.seqs = [self.seqs[i] for i in index.tolist()]
+        self.seqs = [list(self.seqs[i]) for i in index.tolist()]
         self.prefer = [self.prefer[i] for i in index.tolist()]
 
 
@@ -82,6 +89,8 @@ def test_forced_text_is_tokenized_canonically_and_rows_pad_to_the_longest():
 def test_max_tokens_cuts_a_row_even_inside_forced_text():
     out, _ = _decode(1, ["b"], max_tokens=4)
     assert [VOCAB[t] for t in out[0][0]] == ["|", "b", "b", "~~"] and out[0][1] == "length"
+    out, _ = _decode(1, ["a"], max_tokens=1)                     # the forced text ends at the limit
+    assert [VOCAB[t] for t in out[0][0]] == ["|"] and out[0][1] == "length"
 
 
 def test_sampling_keeps_the_top_p_nucleus():

@@ -43,6 +43,18 @@ def test_seed_repeats_and_greedy(backend):
     assert greedy[0] == greedy[1]
 
 
+def test_distinct_completions_differ_and_repeat_with_the_seed(backend):
+    c = Constraint(grammar=STAGE_GRAMMAR)
+    for temperature in (0.8, 0):                      # stochastic beam search; at 0, beam search
+        [g] = backend.generate([PROMPT], c, n=6, max_tokens=80, temperature=temperature, seed=3, distinct=True)
+        assert len(set(g.texts)) == len(g.texts) == 6, g.texts
+        assert all(x.finish_reason == "stop" and re.fullmatch(STAGE_RE, x.text) for x in g.completions)
+        again = backend.generate([PROMPT], c, n=6, max_tokens=80, temperature=temperature, seed=3, distinct=True)
+        assert again[0].texts == g.texts
+    [two] = backend.generate([PROMPT, DIAG_PROMPT], c, n=2, max_tokens=80, seed=3, distinct=True)[1:]
+    assert len(set(two.texts)) == 2
+
+
 def test_cut_off_is_reported_and_bad_grammar_is_a_backend_error(backend):
     [g] = backend.generate([PROMPT], None, n=1, max_tokens=3, temperature=0)
     assert g.completions[0].finish_reason == "length" and g.completions[0].tokens_out == 3

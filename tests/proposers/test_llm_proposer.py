@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
 from llmnas_local.dsl import get_space
 from llmnas_local.dsl.sampler import GrammarSampler
 from llmnas_local.llm.base import BaseBackend, Completion, Generation
@@ -150,3 +152,23 @@ def test_cnn_generator_calls_carry_the_caps_guard_and_the_record_says_whether_it
     assert constraint.prefix_guard("stem_k3_s1_c16_nre cn_r1_k3_s1_c16_nre head_c128_nre")
     assert not constraint.prefix_guard("stem_k3_s1_c512_nre cn_r4_k7_s1_c512")          # ~10 GFLOPs at 16x16
     assert guard_record(FakeBackend([]), constraint) == {"prefix_guard": False}         # a backend that cannot
+
+
+def test_distinct_candidates_are_asked_for_and_part_of_the_run_identity():
+    class DistinctBackend(FakeBackend):
+        samples_distinct = True
+
+        def _generate_distinct(self, prompts, constraint, *, n, max_tokens, temperature, top_p, seed):
+            self.calls.append((prompts, constraint, n, "distinct"))
+            return [Generation([Completion(self.cells.pop(0), 30, "stop") for _ in range(2)], 200, 0.2)
+                    for _ in prompts]                     # fewer than n: the grammar ran out
+
+    backend = DistinctBackend(NEW_CELLS)
+    prop = LLMProposer(backend, LLMProposerConfig(candidates=4, improver=False, distinct=True))
+    proposals = prop.propose(Search(get_space("nb201"), prop, FakeScoreEvaluator(), MemoryStore()).history, 1,
+                             random.Random(0))
+    assert len(proposals) == 2 and backend.calls[-1][2:] == (4, "distinct")
+    assert prop.settings()["distinct"] is True
+    assert "distinct" not in LLMProposer(backend, LLMProposerConfig()).settings()   # stored runs keep their identity
+    with pytest.raises(ValueError, match="distinct candidates need a backend"):
+        LLMProposer(FakeBackend(CELLS), LLMProposerConfig(distinct=True))
