@@ -21,6 +21,7 @@ forced text between choices as in :func:`llmnas_local.llm.jump_forward.decode`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Callable, Hashable, Sequence
 
@@ -53,6 +54,7 @@ def decode_distinct(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
     jump = JumpForward(tokenizer, token_texts, stop_ids, max_tokens, len(token_texts))
     root = Row(xgr.GrammarMatcher(compiled) if compiled is not None else None, prompt_ids[-1], len(prompt_ids) - 1)
     jump(root)
+
     def same(row: Row) -> Any:
         if row.finish is None or identity is None:
             return row.finish is not None, row.text
@@ -114,6 +116,8 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
 
 
 def _fork(row: Row) -> Row:
-    child = Row(row.matcher.fork() if row.matcher is not None else None, row.pending[-1], row.position)
-    child.tokens, child.text, child.pending = list(row.tokens), row.text, []
+    """A copy of ``row`` that decodes on its own: its own matcher and token list."""
+    child = copy.copy(row)
+    child.matcher = row.matcher.fork() if row.matcher is not None else None
+    child.tokens = list(row.tokens)
     return child
