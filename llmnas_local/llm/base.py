@@ -102,8 +102,9 @@ class BaseBackend(abc.ABC):
     call: backends batch them. ``temperature``/``top_p`` default to the model's recommended values (``defaults``, from
     the registry) when left as None. ``temperature=0`` is greedy (then the ``n`` completions are identical). A ``seed``
     makes sampling repeatable for the same backend, model, prompts and batch; it never touches global RNG state.
-    ``distinct=True`` asks for the ``n`` completions of a prompt without replacement: all different (as token
-    sequences), fewer than ``n`` only where the constraint admits fewer; backends with ``samples_distinct`` can.
+    ``distinct=True`` asks for the ``n`` completions of a prompt without replacement: all different in text, and in
+    the constraint's ``identity`` where it has one; fewer than ``n`` only where the constraint admits fewer. Backends
+    with ``samples_distinct`` can.
     Backends are context managers; ``close()`` is idempotent.
     """
 

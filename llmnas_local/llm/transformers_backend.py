@@ -9,8 +9,9 @@ chooses, none per token the grammar forces (an nb201 cell: about 10 passes, not 
 are the beams of a stochastic beam search (:mod:`llmnas_local.llm.distinct_decoding`), so the ``n`` completions are
 drawn without replacement. Several prompts are decoded together by transformers' ``generate`` as one left-padded
 batch (chunked by ``max_batch_rows``), token by token. Grammars are compiled once per text and cached (the 64 most
-recent); the logits processor is new for every ``generate`` of transformers (it holds per-row matcher state). A constraint's ``prefix_guard`` is enforced too
-(:mod:`llmnas_local.llm.guarded_decoding`): tokens the sampler may draw are masked once no completion passes it.
+recent); the logits processor is new for every ``generate`` of transformers (it holds per-row matcher state). A
+constraint's ``prefix_guard`` is enforced too (:mod:`llmnas_local.llm.guarded_decoding`): tokens the sampler may draw
+are masked once no completion passes it.
 """
 from __future__ import annotations
 

@@ -28,13 +28,11 @@ def create_llm_proposer(llm: str = "transformers", model: str | None = "smollm2"
     """The LLM proposer on a backend: ``llm`` is "transformers", "vllm" or "openai" (with ``base_url``); ``model`` a
     registry name or a local folder. ``config`` holds :class:`LLMProposerConfig` fields. Pass ``backend=`` to share
     one loaded model between proposers (benchmarks)."""
-    from llmnas_local.proposers.llm import LLMProposer, LLMProposerConfig
+    from llmnas_local.proposers.llm import LLMProposer, LLMProposerConfig, check_backend
 
     cfg = LLMProposerConfig(**config)            # reject bad settings before loading a model
-    if cfg.distinct and backend is None and not _backend_class(llm).samples_distinct:
-        raise ValueError(f"distinct candidates need a backend that samples without replacement (transformers), "
-                         f"not {llm}")
     if backend is None:
+        check_backend(cfg, _backend_class(llm))
         backend = _create_backend(llm, model, base_url, backend_settings)
     return LLMProposer(backend, cfg, model_name=model)
 

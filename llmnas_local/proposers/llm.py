@@ -62,6 +62,13 @@ class LLMProposerConfig:
             raise ValueError("memory window and elites must be >= 0")
 
 
+def check_backend(config: LLMProposerConfig, backend) -> None:
+    """Reject settings a backend (an instance, or its class before a model is loaded) cannot honour."""
+    if config.distinct and not backend.samples_distinct:
+        raise ValueError(f"distinct candidates need a backend that samples without replacement (transformers), "
+                         f"not {backend.name}")
+
+
 def heated_temperature(history: HistoryView, base: float, per_repeat: float, ceiling: float) -> float:
     """``base`` raised by ``per_repeat`` for every duplicate at the end of the history, up to ``ceiling``."""
     repeats = 0
@@ -118,9 +125,7 @@ class LLMProposer(BaseProposer):
 
     def __init__(self, backend, config: LLMProposerConfig = LLMProposerConfig(), improver_backend=None,
                  model_name: str | None = None):
-        if config.distinct and not backend.samples_distinct:
-            raise ValueError(f"distinct candidates need a backend that samples without replacement (transformers), "
-                             f"not {backend.name}")
+        check_backend(config, backend)
         self.backend = backend
         self.model_name = model_name or str(backend.model)   # as the user named it: part of the run's identity
         self.improver_backend = improver_backend or backend
