@@ -166,7 +166,8 @@ class BenchConfig:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "entries": [e.to_json() for e in self.entries], "seeds": list(self.seeds),
                 "space": self.space.to_json(), "budgets": list(self.report_budgets), "max_budget": self.max_budget,
-                "reference": self.reference, "more_references": list(self.more_references), "band": self.band, "max_stall": self.max_stall,
+                "reference": self.reference, "more_references": list(self.more_references), "band": self.band,
+                "max_stall": self.max_stall,
                 "bootstrap_resamples": self.bootstrap_resamples, "bootstrap_seed": self.bootstrap_seed,
                 "published": {e: {str(b): list(v) for b, v in p.items()} for e, p in self.published.items()}}
 

@@ -73,7 +73,6 @@ def decode_distinct(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
         log_probs = torch.log_softmax(warp(scores, temperature, top_p) if temperature > 0 else scores, dim=-1)
         options = [(b.key, b, -1, -1, b.log_p) for b in beams if b.row.finish is not None]
         for i, b in enumerate(live):
-            b.row.position += len(b.row.pending)
             tokens = torch.isfinite(log_probs[i]).nonzero().flatten()
             log_p = b.log_p + log_probs[i, tokens].double()
             keys = conditioned_gumbel(log_p, b.key) if temperature > 0 else log_p

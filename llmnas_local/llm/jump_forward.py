@@ -76,7 +76,6 @@ def decode(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
         scores, mask = next_scores(forward, live, mask, compiled=compiled, pad_id=pad_id, guard=guard,
                                    token_texts=token_texts, temperature=temperature, top_p=top_p, device=device)
         for r, token in zip(live, sample(scores, temperature, top_p).tolist()):
-            r.position += len(r.pending)
             choose(r, token, jump, stop)
     return [(r.tokens, r.finish) for r in every]
 
@@ -102,9 +101,9 @@ def next_scores(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
                 mask: torch.Tensor, *, compiled, pad_id: int, guard: Callable[[str], bool] | None,
                 token_texts: Sequence[str], temperature: float, top_p: float,
                 device: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass for the rows in ``live`` (the cache's rows, in order), each fed its pending tokens: their
-    next-token logits (float32, on the CPU) masked by each row's grammar and the prefix guard, and the attention
-    ``mask`` grown by this pass's columns."""
+    """One forward pass for the rows in ``live`` (the cache's rows, in order), each fed its pending tokens, which
+    advance its position: their next-token logits (float32, on the CPU) masked by each row's grammar and the prefix
+    guard, and the attention ``mask`` grown by this pass's columns."""
     import xgrammar as xgr
 
     width = max(len(r.pending) for r in live)
@@ -118,6 +117,8 @@ def next_scores(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
     logits = forward(input_ids.to(device), mask, positions.to(device))
     last = torch.tensor([len(r.pending) - 1 for r in live], device=logits.device)
     scores = logits[torch.arange(len(live), device=logits.device), last].float().cpu()
+    for r in live:
+        r.position += len(r.pending)
     if compiled is not None:
         bitmask = xgr.allocate_token_bitmask(len(live), scores.shape[-1])
         for i, r in enumerate(live):
