@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from llmnas_local.bench.stats import band, curve_matrix
+from llmnas_local.bench.stats import LEVEL, band, curve_matrix
 
 CURVES_PNG = "curves.png"
 DISTRIBUTION_PNG = "distribution.png"
@@ -22,43 +22,63 @@ def _pyplot():
     return plt
 
 
+def band_label(kind: str, ns: Sequence[int], level: float = LEVEL) -> str:
+    """What the band is, with the number of runs behind it (a range where entries or queries differ)."""
+    ns = sorted({int(n) for n in ns if n > 0})
+    n = "n=?" if not ns else f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+    if kind == "std":
+        return f"band: ±1 std over seeds, {n}"
+    return f"band: {level:.0%} t-interval of the mean (t quantile, n-1 df), {n}"
+
+
 def plot_curves(path: str | Path, curves: dict[str, Sequence[Sequence[float]]], max_budget: int, *,
                 kind: str = "std", budgets: Sequence[int] = (), title: str = "",
                 published: dict[str, dict[int, tuple[float, float, int]]] | None = None) -> Path:
-    """Best-so-far test accuracy vs distinct evaluations: the mean over seeds with a band (±std or 95% CI), one line
-    per entry; published means (± std) as error bars at their budgets."""
+    """Best-so-far test accuracy vs distinct evaluations: the mean over seeds with a band (±std or the t-interval of
+    the mean), one line per entry; published means (± std) as error bars at their budgets. Left: every query from the
+    first, nothing clipped; right (budgets of 20 and more): the same from query ``max_budget // 10``, zoomed."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.0, 4.5), dpi=120)
+    zoom_from = max_budget // 10 if max_budget >= 20 else None
+    fig, axes = plt.subplots(1, 2 if zoom_from else 1, figsize=(12.0 if zoom_from else 7.0, 4.5), dpi=120,
+                             squeeze=False)
+    axes = axes[0]
     x = np.arange(1, max_budget + 1)
-    lows = []
+    ns: list[int] = []
+    zoomed: list[np.ndarray] = [np.array([np.nan])]     # what the zoom shows, for its y limits
     for i, (name, runs) in enumerate(curves.items()):
-        m = curve_matrix(runs, max_budget)
-        mean, lo, hi = band(m, kind)
+        mean, lo, hi, n = band(curve_matrix(runs, max_budget), kind)
+        ns += [int(v) for v in n[np.isfinite(mean)]]
+        zoomed += [lo[(zoom_from or 1) - 1:], hi[(zoom_from or 1) - 1:]]
         color = f"C{i}"
-        ax.plot(x, mean, color=color, lw=1.6, label=f"{name} (n={len(runs)})")
-        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
-        start = min(len(x) - 1, max(0, min(10, max_budget // 10)))
-        if np.isfinite(lo[start:]).any():
-            lows.append(np.nanmin(lo[start:]))
-        for b, (pm, ps, _) in sorted((published or {}).get(name, {}).items()):
-            if b <= max_budget:
-                ax.errorbar([b], [pm], yerr=[ps], fmt="x", color=color, ms=7, capsize=3, alpha=0.9)
+        for ax in axes:
+            ax.plot(x, mean, color=color, lw=1.6, label=f"{name} (n={len(runs)})")
+            ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+            for b, (pm, ps, _) in sorted((published or {}).get(name, {}).items()):
+                if b <= max_budget:
+                    ax.errorbar([b], [pm], yerr=[ps], fmt="x", color=color, ms=7, capsize=3, alpha=0.9)
+                    zoomed.append(np.array([pm - ps, pm + ps]))
+    for k, ax in enumerate(axes):
+        if k == 1:     # the zoom: x and y limits from the queries it shows
+            ys = np.concatenate(zoomed)
+            if np.isfinite(ys).any():
+                lo_y, hi_y = float(np.nanmin(ys)), float(np.nanmax(ys))
+                pad = 0.05 * max(hi_y - lo_y, 1e-3)
+                ax.set_ylim(lo_y - pad, hi_y + pad)
+            ax.set_xlim(zoom_from, max_budget)
+            ax.set_title(f"zoom: queries {zoom_from}-{max_budget}", fontsize=9)
+        elif max_budget >= 50:
+            ax.set_xscale("log")
+        for b in budgets:
+            ax.axvline(b, color="gray", lw=0.5, ls=":")
+        ax.set_xlabel("distinct evaluations (queries)")
+        ax.grid(alpha=0.3)
     if published:
-        ax.plot([], [], "x", color="gray", label="published mean ± std")
-    if max_budget >= 50:
-        ax.set_xscale("log")
-    for b in budgets:
-        ax.axvline(b, color="gray", lw=0.5, ls=":")
-    if lows:
-        ymax = ax.get_ylim()[1]
-        ax.set_ylim(bottom=min(lows) - 0.1 * (ymax - min(lows)), top=ymax)
-    ax.set_xlabel("distinct evaluations (queries)")
-    ax.set_ylabel("test accuracy of best-by-validation (%)")
-    ax.set_title(textwrap.fill(title or "best so far", 80), fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    band_text = "band: ±1 std over seeds" if kind == "std" else "band: 95% CI of the mean"
-    ax.text(0.01, 0.99, band_text, transform=ax.transAxes, fontsize=7, va="top", color="gray")
+        axes[-1].plot([], [], "x", color="gray", label="published mean ± std")
+    axes[0].set_xlim(left=0.9)
+    axes[0].set_ylabel("test accuracy of best-by-validation (%)")
+    axes[-1].legend(fontsize=8, loc="lower right")
+    axes[0].text(0.01, 0.99, band_label(kind, ns), transform=axes[0].transAxes, fontsize=7, va="top", color="gray")
+    fig.suptitle(textwrap.fill(title or "best so far", 100), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, format="png")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,7 +20,7 @@ import numpy as np
 from llmnas_local.bench.config import BenchConfig
 from llmnas_local.bench.plots import CURVES_PNG, DISTRIBUTION_PNG, plot_curves, plot_distribution
 from llmnas_local.bench.runner import RunData
-from llmnas_local.bench.stats import paired_comparison, published_check, summarize
+from llmnas_local.bench.stats import ALPHA, LEVEL, holm_verdicts, paired_comparison, published_check, summarize
 
 TABLE_MD = "table.md"
 RESULTS_JSON = "results.json"
@@ -45,6 +46,7 @@ def entry_results(config: BenchConfig, runs: Sequence[RunData]) -> dict[str, dic
             counts.update(r.counts)
         tested = np.concatenate([np.asarray(r.evaluated_test, dtype=float) for r in rs]) if rs else np.array([])
         walls = [r.wall_s for r in rs if r.wall_s is not None]
+        uses_llm = _uses_llm(entry) or any(r.llm_tokens or r.llm_s for r in rs)
         res: dict[str, Any] = {
             "proposer": entry.proposer, "settings": entry.settings, "runs": len(rs),
             "stalled_runs": sum(r.stalled is not None for r in rs),
@@ -52,6 +54,9 @@ def entry_results(config: BenchConfig, runs: Sequence[RunData]) -> dict[str, dic
             "at_budget": {str(b): summarize([_value_at(r, b) for r in rs]).to_json() for b in config.report_budgets},
             "trials": trials, "distinct_evaluations": evals, "status_counts": dict(counts),
             "answered_from_store": sum(r.from_store for r in rs),
+            "uses_llm": uses_llm,
+            "proposals_per_100_evals": _ratio(100 * trials, evals),
+            "llm_s_per_100_evals": _ratio(100 * sum(r.llm_s for r in rs), evals) if uses_llm else None,
             "valid_rate": _ratio(trials - counts.get("invalid", 0), trials),
             "duplicate_rate": _ratio(counts.get("duplicate", 0), trials),
             "llm_tokens_per_eval": _ratio(sum(r.llm_tokens for r in rs), evals),
@@ -68,20 +73,25 @@ def entry_results(config: BenchConfig, runs: Sequence[RunData]) -> dict[str, dic
     return out
 
 
+def _uses_llm(entry) -> bool:
+    """The runner's rule: an LLM proposer, or settings that name an LLM backend or model."""
+    from llmnas_local.proposers import LLM_PROPOSERS
+
+    return entry.proposer in LLM_PROPOSERS or "llm" in entry.settings or "model" in entry.settings
+
+
 def comparisons(config: BenchConfig, runs: Sequence[RunData]) -> list[dict[str, Any]]:
+    """Paired comparisons of every other entry at every budget with each reference; the comparisons with one
+    reference (one table) are one Holm family."""
     values: dict[str, dict[int, dict[int, float]]] = collections.defaultdict(lambda: collections.defaultdict(dict))
     for r in runs:
         for b in config.report_budgets:
             values[r.entry][b][r.seed] = _value_at(r, b)
     out = []
     for reference in config.references:
-        for entry in config.entries:
-            if entry.name == reference:
-                continue
-            for b in config.report_budgets:
-                c = paired_comparison(entry.name, reference, b, values[entry.name][b], values[reference][b],
-                                      resamples=config.bootstrap_resamples, seed=config.bootstrap_seed)
-                out.append(c.to_json())
+        family = [paired_comparison(entry.name, reference, b, values[entry.name][b], values[reference][b])
+                  for entry in config.entries if entry.name != reference for b in config.report_budgets]
+        out += [c.to_json() for c in holm_verdicts(family, ALPHA)]
     return out
 
 
@@ -111,6 +121,10 @@ def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
+def _p(v: float | None) -> str:
+    return "-" if v is None else "<0.001" if v < 0.001 else f"{v:.3f}"
+
+
 def render_table(config: BenchConfig, protocol: dict[str, Any], entries: dict[str, dict[str, Any]],
                  comps: list[dict[str, Any]]) -> str:
     budgets = config.report_budgets
@@ -135,24 +149,28 @@ def render_table(config: BenchConfig, protocol: dict[str, Any], entries: dict[st
         f"best-by-validation among its first b distinct evaluations (a query is "
         f"{protocol.get('query', 'a distinct architecture')}). "
         f"Mean ± std (ddof=1) over {len(seeds)} run(s) ({seed_text}); test accuracy in %.", ""]
-    head = ["proposer", "seeds", *[f"{b}" for b in budgets], "valid %", "duplicate %", "LLM tokens / eval",
-            "LLM s / eval", "wall s / run"]
+    head = ["proposer", "seeds", *[f"{b}" for b in budgets], "proposals / 100 evals", "model s / 100 evals",
+            "valid %", "duplicate %", "LLM tokens / eval", "wall s / run"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, e in entries.items():
         wall = e["wall_s_per_run"]
         notes = [f"{e[k]} {w}" for k, w in (("stalled_runs", "stalled"), ("incomplete_runs", "unfinished")) if e[k]]
         row = [name, str(e["runs"]) + (f" ({', '.join(notes)})" if notes else ""),
                *[_pm(e["at_budget"][str(b)]) for b in budgets],
+               _num(e["proposals_per_100_evals"], ".0f"), _num(e["llm_s_per_100_evals"], ".1f"),
                _num(None if e["valid_rate"] is None else 100 * e["valid_rate"], ".1f"),
                _num(None if e["duplicate_rate"] is None else 100 * e["duplicate_rate"], ".1f"),
-               _num(e["llm_tokens_per_eval"] or None, ".0f"), _num(e["llm_s_per_eval"] or None, ".2f"),
+               _num(e["llm_tokens_per_eval"] if e["uses_llm"] else None, ".0f"),
                "-" if wall is None else f"{wall['mean']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Valid %: proposals that parsed and passed the checks, of all proposals. Duplicate %: proposals "
-              "of an architecture the run had already evaluated (answered from the store, not counted), of all "
-              "proposals. LLM tokens and seconds are per distinct evaluation (prompt + completion, generator and "
-              "improver). Wall s / run: this run's own time; an architecture another run of the benchmark had "
-              "already evaluated is answered from the shared store at no cost."]
+    lines += ["", "Proposals / 100 evals: every proposal the search received (repeats of architectures the run had "
+              "already evaluated and invalid ones included) per 100 distinct evaluations, all seeds pooled. Model s / "
+              "100 evals: seconds inside the model's calls (generator and improver) per 100 distinct evaluations; "
+              "\"-\" for a proposer without a model. Valid %: proposals that parsed and passed the checks, of all "
+              "proposals. Duplicate %: proposals of an architecture the run had already evaluated (not counted), of "
+              "all proposals. LLM tokens are per distinct evaluation (prompt + completion, generator and improver). "
+              "Wall s / run: this run's own time; an architecture another run of the benchmark had already evaluated "
+              "is answered from the shared store at no cost."]
     published = {n: e["published"] for n, e in entries.items() if "published" in e}
     if published:
         lines += ["", "## Against the published numbers", "",
@@ -169,18 +187,22 @@ def render_table(config: BenchConfig, protocol: dict[str, Any], entries: dict[st
         rows = [c for c in comps if c["reference"] == reference]
         if not rows:
             continue
-        lines += ["", f"## Paired comparisons against `{reference}`", "",
-                  f"Seed by seed (the same seed for both proposers), difference = proposer - {reference} in "
-                  f"test accuracy points. 95% CI: percentile bootstrap of the mean difference "
-                  f"({config.bootstrap_resamples:,} resamples, numpy seed {config.bootstrap_seed}). \"better\" / "
-                  f"\"worse\" only where the CI excludes 0.", ""]
-        head = ["proposer", "queries", "seeds", "wins / ties / losses", "mean diff", "95% CI", "verdict"]
+        family = max(c.get("family", 1) for c in rows)
+        lines += ["", f"## Paired comparisons against `{reference}` (a family of {family} comparisons, Holm)", "",
+                  f"Seed by seed (the same seed for both proposers), difference = proposer - {reference} in test "
+                  f"accuracy points; n: the seeds both have. {LEVEL:.0%} t-interval of the mean difference "
+                  f"(t quantile with n-1 degrees of freedom), for each comparison alone; p: two-sided paired t-test. "
+                  f"Verdict: the {family} comparisons of this table (every other entry at every budget) are one "
+                  f"family, Holm-adjusted (Holm p): \"better\" / \"worse\" where Holm p < {ALPHA} (family-wise "
+                  f"error {ALPHA}), else \"tie\" (no difference shown, not equality).", ""]
+        head = ["proposer", "queries", "n", "wins / ties / losses", "mean diff", f"{LEVEL:.0%} t-interval", "p",
+                "Holm p", "verdict"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for c in rows:
-            ci = "-" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            ci = "n < 2: no interval" if c["ci_low"] is None else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
             md = "-" if c["mean_diff"] is None else f"{c['mean_diff']:+.3f}"
             lines.append(f"| {c['entry']} | {c['budget']} | {c['n']} | {c['wins']} / {c['ties']} / {c['losses']} | "
-                         f"{md} | {ci} | {c['verdict']} |")
+                         f"{md} | {ci} | {_p(c.get('p_value'))} | {_p(c.get('p_holm'))} | {c['verdict']} |")
     stalled = {n: e["stalled_runs"] for n, e in entries.items() if e["stalled_runs"]}
     if stalled:
         lines += ["", "Stalled runs (" + ", ".join(f"{n}: {k}" for n, k in stalled.items()) + ") stopped before "
@@ -232,6 +254,39 @@ def write_report(config: BenchConfig, runs: Sequence[RunData], out_dir: str | Pa
         paths["provenance"] = out / PROVENANCE_JSON
         _write_text(paths["provenance"], dump_json(prov))
     return paths
+
+
+def rebuild_report(out_dir: str | Path) -> dict[str, Path]:
+    """Write the report of ``out_dir`` again from its ``results.json`` (the grid, protocol and per-run data it
+    recorded), running nothing: for a change of the statistics or the figures. ``provenance.json`` keeps what it says
+    of the runs (code, machine, models); its hashes of the new files are updated and ``report_rebuilt`` says when
+    and by which code the report was rewritten."""
+    from llmnas_local.bench.config import config_from_dict
+    from llmnas_local.bench.provenance import git_info, package_versions
+
+    out = Path(out_dir)
+    try:
+        recorded = json.loads((out / RESULTS_JSON).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{out / RESULTS_JSON}: no results to rebuild the report from") from None
+    config = config_from_dict(recorded["grid"])
+    runs = [RunData(**{k: [math.nan if v is None else v for v in r[k]] if k in _CURVES else r[k] for k in r})
+            for r in recorded["runs"]]
+    paths = write_report(config, runs, out, recorded["protocol"], timings=recorded.get("timings"), provenance=False)
+    prov_path = out / PROVENANCE_JSON
+    if prov_path.exists():
+        prov = json.loads(prov_path.read_text())
+        prov["table_md_sha256"] = hashlib.sha256(paths["table"].read_bytes()).hexdigest()
+        prov["results_json_sha256"] = hashlib.sha256(paths["results"].read_bytes()).hexdigest()
+        prov["report_rebuilt"] = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git": git_info(),
+                                  "packages": package_versions(("numpy", "scipy", "matplotlib")),
+                                  "from": RESULTS_JSON}
+        _write_text(prov_path, dump_json(prov))
+        paths["provenance"] = prov_path
+    return paths
+
+
+_CURVES = ("curve_test", "curve_val", "evaluated_test")
 
 
 _NUMBER_LIST = re.compile(r"\[\s*((?:-?[0-9.e+-]+|null|true|false)(?:,\s*(?:-?[0-9.e+-]+|null|true|false))*)\s*\]")

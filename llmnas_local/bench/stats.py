@@ -1,7 +1,9 @@
-"""Statistics of a benchmark: curves over seeds, summaries at a budget, paired comparisons with a bootstrap CI.
+"""Statistics of a benchmark: curves over seeds, summaries at a budget, paired comparisons of seed-paired means.
 
 Pure functions of numpy arrays; NaN marks a missing value (a run that stopped before the budget, or had no
-completed evaluation yet). Randomness comes only from an explicit seed.
+completed evaluation yet). A paired comparison is a t-interval of the mean paired difference with its two-sided
+p-value (paired t-test); the verdicts of a table's comparisons are Holm-adjusted over that table (:func:`holm`).
+scipy is imported when a quantile is needed, not with the module.
 """
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ from typing import Any, Sequence
 import numpy as np
 
 TIE_ATOL = 1e-9
-BETTER, WORSE, NO_DIFFERENCE, TOO_FEW = "better", "worse", "no significant difference", "too few seeds"
+LEVEL = 0.95            # of the t-intervals (table and plot bands)
+ALPHA = 0.05            # family-wise error rate of a table's Holm-adjusted verdicts
+BETTER, WORSE, TIE, TOO_FEW = "better", "worse", "tie", "too few seeds"
 
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
-    """Mean, sample standard deviation (ddof=1) and the normal 95% CI half-width of the mean, over ``n`` values."""
+    """Mean, sample standard deviation (ddof=1) and the half-width of the 95% t-interval of the mean (t quantile with
+    n-1 degrees of freedom; NaN when n < 2), over ``n`` values."""
 
     n: int
     mean: float
@@ -31,6 +36,16 @@ class Summary:
         return _rounded_fields(self)
 
 
+def t_quantile(df: np.ndarray | float, level: float = LEVEL) -> np.ndarray | float:
+    """The two-sided ``level`` quantile of Student's t with ``df`` degrees of freedom (NaN where df < 1)."""
+    from scipy.stats import t
+
+    df = np.asarray(df, dtype=float)
+    with np.errstate(invalid="ignore"):
+        q = np.where(df >= 1, t.ppf(0.5 + level / 2.0, np.maximum(df, 1.0)), np.nan)
+    return float(q) if q.ndim == 0 else q
+
+
 def summarize(values: Sequence[float]) -> Summary:
     """Summary of the finite values (NaNs are dropped: ``n`` says how many were left)."""
     x = np.asarray(values, dtype=float)
@@ -39,8 +54,8 @@ def summarize(values: Sequence[float]) -> Summary:
     if n == 0:
         return Summary(0, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan)
     std = float(x.std(ddof=1)) if n > 1 else 0.0
-    return Summary(n, float(x.mean()), std, 1.96 * std / math.sqrt(n), float(np.median(x)), float(x.min()),
-                   float(x.max()))
+    half = t_quantile(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return Summary(n, float(x.mean()), std, half, float(np.median(x)), float(x.min()), float(x.max()))
 
 
 def curve_matrix(curves: Sequence[Sequence[float]], length: int) -> np.ndarray:
@@ -52,14 +67,18 @@ def curve_matrix(curves: Sequence[Sequence[float]], length: int) -> np.ndarray:
     return out
 
 
-def band(matrix: np.ndarray, kind: str = "std") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per column: mean and the lower/upper edge of the band (mean ± std, or the normal 95% CI of the mean)."""
+def band(matrix: np.ndarray, kind: str = "std", level: float = LEVEL
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per column: mean, the lower/upper edge of the band and the number of runs ``n`` behind it. ``kind`` "std":
+    mean ± std (ddof=1); "ci95": the ``level`` t-interval of the mean, t quantile with n-1 degrees of freedom (no band
+    where n < 2)."""
     with np.errstate(invalid="ignore"), _quiet():
         n = np.sum(np.isfinite(matrix), axis=0)
         mean = np.nanmean(matrix, axis=0)
         std = np.where(n > 1, np.nanstd(matrix, axis=0, ddof=1), 0.0)
-    half = std if kind == "std" else 1.96 * std / np.sqrt(np.maximum(n, 1))
-    return mean, mean - half, mean + half
+        half = std if kind == "std" else np.where(n > 1, t_quantile(n - 1, level) * std / np.sqrt(np.maximum(n, 1)),
+                                                  0.0)
+    return mean, mean - half, mean + half, n
 
 
 def wins_ties_losses(diff: Sequence[float], atol: float = TIE_ATOL) -> tuple[int, int, int]:
@@ -67,26 +86,42 @@ def wins_ties_losses(diff: Sequence[float], atol: float = TIE_ATOL) -> tuple[int
     return int(np.sum(d > atol)), int(np.sum(np.abs(d) <= atol)), int(np.sum(d < -atol))
 
 
-def bootstrap_ci(values: Sequence[float], *, resamples: int = 10_000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (numpy Generator seeded with ``seed``)."""
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    chunk = max(1, 2_000_000 // x.size)          # bound the index array's memory for long inputs
-    for start in range(0, resamples, chunk):
-        stop = min(resamples, start + chunk)
-        means[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+def paired_t(diff: Sequence[float], level: float = LEVEL) -> tuple[float, float, float, float]:
+    """Mean of the paired differences, its ``level`` t-interval (mean ± t_{n-1} sd / sqrt(n)) and the two-sided p-value
+    of the paired t-test of mean 0. With no spread the interval is the mean itself and p is 1 (mean 0) or 0.
+    NaNs when fewer than 2 differences."""
+    from scipy.stats import t
+
+    d = np.asarray(diff, dtype=float)
+    n = d.size
+    if n < 2:
+        return (float(d.mean()) if n else math.nan), math.nan, math.nan, math.nan
+    mean, se = float(d.mean()), float(d.std(ddof=1)) / math.sqrt(n)
+    if se <= TIE_ATOL:
+        return mean, mean, mean, 1.0 if abs(mean) <= TIE_ATOL else 0.0
+    half = t_quantile(n - 1, level) * se
+    return mean, mean - half, mean + half, float(2.0 * t.sf(abs(mean) / se, n - 1))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in input order. NaNs (comparisons without a p-value) stay NaN and are not
+    counted in the family."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.size, np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    m = idx.size
+    running = 0.0
+    for rank, i in enumerate(idx[np.argsort(p[idx], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
 
 
 @dataclasses.dataclass(frozen=True)
 class PairedComparison:
-    """``entry`` minus ``reference`` seed by seed at one budget (positive: the entry is better)."""
+    """``entry`` minus ``reference`` seed by seed at one budget (positive: the entry is better). ``ci_low``/``ci_high``:
+    the 95% t-interval of the mean difference, for this comparison alone; ``p_value``: the paired t-test's;
+    ``p_holm``: adjusted over the comparison's family (:func:`holm_verdicts`), and ``verdict`` from it."""
 
     entry: str
     reference: str
@@ -98,26 +133,39 @@ class PairedComparison:
     mean_diff: float
     ci_low: float
     ci_high: float
-    verdict: str
+    p_value: float
+    p_holm: float = math.nan
+    family: int = 1
+    verdict: str = TOO_FEW
 
     def to_json(self) -> dict[str, Any]:
-        return _rounded_fields(self)
+        return _rounded_fields(self) | {"p_value": _round(self.p_value, 6), "p_holm": _round(self.p_holm, 6)}
 
 
-def paired_comparison(entry: str, reference: str, budget: int, values: dict[int, float], ref_values: dict[int, float],
-                      *, resamples: int = 10_000, seed: int = 0) -> PairedComparison:
-    """Compare two proposers on the seeds both have a finite value for. "better"/"worse" only when the bootstrap
-    95% CI of the mean difference excludes 0."""
+def paired_comparison(entry: str, reference: str, budget: int, values: dict[int, float],
+                      ref_values: dict[int, float]) -> PairedComparison:
+    """Compare two proposers on the seeds both have a finite value for. Alone (a family of one), "better"/"worse"
+    where p < 0.05; :func:`holm_verdicts` adjusts the verdicts of a family."""
     seeds = sorted(s for s in set(values) & set(ref_values)
                    if math.isfinite(values[s]) and math.isfinite(ref_values[s]))
     d = np.array([values[s] - ref_values[s] for s in seeds], dtype=float)
     w, t, l = wins_ties_losses(d)
-    if d.size < 2:
-        return PairedComparison(entry, reference, budget, int(d.size), w, t, l,
-                                float(d.mean()) if d.size else math.nan, math.nan, math.nan, TOO_FEW)
-    lo, hi = bootstrap_ci(d, resamples=resamples, seed=seed)
-    verdict = BETTER if lo > 0 else WORSE if hi < 0 else NO_DIFFERENCE
-    return PairedComparison(entry, reference, budget, int(d.size), w, t, l, float(d.mean()), lo, hi, verdict)
+    mean, lo, hi, p = paired_t(d)
+    c = PairedComparison(entry, reference, budget, int(d.size), w, t, l, mean, lo, hi, p)
+    return holm_verdicts([c])[0]
+
+
+def holm_verdicts(comps: Sequence[PairedComparison], alpha: float = ALPHA) -> list[PairedComparison]:
+    """The comparisons with Holm-adjusted p-values over all of them that have one (the family) and their verdicts:
+    "better"/"worse" (by the sign of the mean difference) where the adjusted p < ``alpha``, else "tie"; "too few
+    seeds" where n < 2."""
+    adjusted = holm([c.p_value for c in comps])
+    family = sum(math.isfinite(p) for p in adjusted)
+    out = []
+    for c, q in zip(comps, adjusted):
+        verdict = TOO_FEW if not math.isfinite(q) else TIE if q >= alpha else BETTER if c.mean_diff > 0 else WORSE
+        out.append(dataclasses.replace(c, p_holm=q, family=family, verdict=verdict))
+    return out
 
 
 def published_check(measured: Summary, mean: float, std: float, *, slack: float = 0.05) -> dict[str, Any]:
