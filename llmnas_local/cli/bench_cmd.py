@@ -44,12 +44,14 @@ def _split_ints(text: str | None) -> list[int] | None:
 @click.option("--results-dir", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False),
               help="Where the results folder goes.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; print only the table.")
+@click.option("--report-only", is_flag=True,
+              help="Run nothing: write the report of <results-dir>/<name> again from its results.json.")
 @user_errors
 def bench(grid_file: str | None, name: str | None, proposers: tuple[str, ...], settings: tuple[str, ...],
           seeds: str | None, budget: int | None, budgets: str | None, space: str | None, table: str | None,
           preset: str | None, distinct: str | None, data: str | None, recipe: tuple[str, ...],
           max_params_m: float | None, max_flops_m: float | None, reference: str | None, band: str | None,
-          results_dir: str, quiet: bool) -> None:
+          results_dir: str, quiet: bool, report_only: bool) -> None:
     """Benchmark proposers x seeds on one space and evaluator; write <results-dir>/<name>/ (table.md, results.json,
     curves.png, distribution.png, provenance.json) and print the table.
 
@@ -113,6 +115,15 @@ def bench(grid_file: str | None, name: str | None, proposers: tuple[str, ...], s
     except GridError as e:
         raise UserError(str(e))
 
+    if report_only:
+        from llmnas_local.bench.report import rebuild_report
+
+        try:
+            paths = rebuild_report(f"{results_dir}/{config.name}")
+        except (OSError, GridError) as e:
+            raise UserError(str(e))
+        click.echo(paths["table"].read_text())
+        return
     progress = _Progress(disable=quiet)
     try:
         result = run_bench(config, results_dir, progress=progress)
