@@ -15,8 +15,10 @@ A grid file (``benchmarks/grids/*.toml``)::
     [space]
     name = "nb201"                     # nb201: table look-ups; cnn: trainings
     table = "../shared/data/nb201/nb201_cifar.csv"
-    preset = "cifar10"                 # cifar10, cifar100, cifar10-12ep, cifar100-12ep
+    preset = "cifar10"                 # cifar10, cifar100, cifar10-12ep, cifar100-12ep, imagenet16-120, none
     distinct = "cell"                  # nb201: what a distinct query is (see below)
+    # nb201, any table: val_column, test_column, params_column, flops_column override the preset's (preset = "none":
+    #      give all four); num_classes, input_size describe the task of a validation column no preset has
     # cnn: data = "digits" or {source = "digits", train_size = 512, ...} (DataSpec fields),
     #      recipe = {epochs = 1, lr = 0.01, ...} (TrainingConfig fields), evaluator = {time_limit_s = 600, threads = 2}
     # both: max_params_m, max_flops_m
@@ -56,6 +58,7 @@ DEFAULT_BUDGETS = (10, 30, 100)
 SPACES = ("nb201", "cnn")
 DISTINCT = ("cell", "class")
 BANDS = ("std", "ci95")
+TABLE_KEYS = ("val_column", "test_column", "params_column", "flops_column", "num_classes", "input_size")  # nb201
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -81,21 +84,44 @@ class SpaceConfig:
 
     name: str = "nb201"
     table: str | None = None                  # nb201: the NAS-Bench-201 CSV
-    preset: str = "cifar10"                   # nb201: the table protocol
+    preset: str = "cifar10"                   # nb201: the table protocol ("none": the four columns below)
     distinct: str = "cell"                    # nb201: "cell" (literature) or "class" (canonical networks)
+    val_column: str | None = None             # nb201: columns that override the preset's
+    test_column: str | None = None
+    params_column: str | None = None
+    flops_column: str | None = None
+    num_classes: int | None = None            # nb201: the task of a validation column no preset has (for prompts)
+    input_size: int | None = None
     data: str | dict[str, Any] = "digits"     # cnn: the data set, or a table of DataSpec fields (source = ...)
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)      # cnn: TrainingConfig fields
     evaluator: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)   # cnn: time_limit_s, threads
     max_params_m: float | None = None
     max_flops_m: float | None = None
 
+    def __post_init__(self) -> None:
+        given = [k for k in TABLE_KEYS if getattr(self, k) is not None]
+        if self.name != "nb201":
+            if given:
+                raise GridError(f"space.{given[0]} is for nb201 (table look-ups), not {self.name}")
+            return
+        from llmnas_local.evaluators.tabular import PRESETS
+
+        if self.preset not in (*PRESETS, "none"):
+            raise GridError(f"space.preset must be one of {', '.join(PRESETS)} or none, got {self.preset!r}")
+        for k in given:
+            v = getattr(self, k)
+            if k.endswith("_column") and not (isinstance(v, str) and v):
+                raise GridError(f"space.{k}: expected a column name, got {v!r}")
+            if not k.endswith("_column") and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise GridError(f"space.{k}: expected a positive integer, got {v!r}")
+
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         if self.name == "nb201":
-            for k in ("data", "recipe", "evaluator"):
+            for k in ("data", "recipe", "evaluator", *(k for k in TABLE_KEYS if d[k] is None)):
                 d.pop(k)
         else:
-            for k in ("table", "preset", "distinct"):
+            for k in ("table", "preset", "distinct", *TABLE_KEYS):
                 d.pop(k)
         return d
 

@@ -43,9 +43,11 @@ def create_evaluator(cfg: SpaceConfig):
     """The evaluator of the grid (caps passed only when set)."""
     caps = {k: v for k, v in (("max_params_m", cfg.max_params_m), ("max_flops_m", cfg.max_flops_m)) if v is not None}
     if cfg.name == "nb201":
+        from llmnas_local.bench.config import TABLE_KEYS
         from llmnas_local.evaluators import TabularEvaluator
 
-        return TabularEvaluator(cfg.table, preset=cfg.preset, **caps)
+        table = {k: getattr(cfg, k) for k in TABLE_KEYS if getattr(cfg, k) is not None}
+        return TabularEvaluator(cfg.table, preset=None if cfg.preset == "none" else cfg.preset, **table, **caps)
     from llmnas_local.evaluators import DataSpec, TrainingEvaluator
     from llmnas_local.evaluators.training import TrainingConfig
 
@@ -63,6 +65,7 @@ def describe_protocol(cfg: SpaceConfig, evaluator: Any) -> dict[str, Any]:
     if isinstance(columns, dict):
         out["select_by_column"], out["report_column"] = columns.get(VAL_ACC), columns.get(TEST_ACC)
     if cfg.name == "nb201":
+        out["task"] = evaluator.describe_task()
         out["distinct"] = cfg.distinct
         out["query"] = ("a distinct cell string (table row), as in the literature" if cfg.distinct == "cell" else
                         "a distinct network (the space's canonical class of equal cells)")
