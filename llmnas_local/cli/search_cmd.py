@@ -16,7 +16,14 @@ DEFAULT_STORE = "runs/default"
               help="cnn: 'digits', an ImageFolder dir or .tar.gz, a CIFAR python folder, or an .npz.")
 @click.option("--table", type=click.Path(dir_okay=False), default=None, help="nb201: the NAS-Bench-201 CSV.")
 @click.option("--preset", default="cifar10", show_default=True,
-              help="nb201 table protocol: cifar10, cifar100, cifar10-12ep, cifar100-12ep.")
+              help="nb201 table protocol: cifar10, cifar100, cifar10-12ep, cifar100-12ep, imagenet16-120, or none "
+                   "(give the four --*-column options).")
+@click.option("--val-column", default=None, help="nb201: the table's column to select by (overrides the preset's).")
+@click.option("--test-column", default=None, help="nb201: the table's column to report (overrides the preset's).")
+@click.option("--params-column", default=None, help="nb201: the table's parameter column, M (overrides the preset's).")
+@click.option("--flops-column", default=None, help="nb201: the table's FLOPs column, M (overrides the preset's).")
+@click.option("--num-classes", default=None, type=click.IntRange(min=1),
+              help="nb201: the classes of the task of a --val-column no preset has (what the prompt says).")
 @click.option("--proposer", default="llm", show_default=True,
               help="llm, llm-evo (evolution with the LLM as mutation operator), random or evolution.")
 @click.option("--budget", default=20, show_default=True, type=click.IntRange(min=1),
@@ -33,7 +40,8 @@ DEFAULT_STORE = "runs/default"
 @click.option("--lr", default=None, type=float, help="SGD learning rate [default: 0.01; digits: 0.05].")
 @click.option("--batch-size", default=None, type=click.IntRange(min=2), help="[default: 128; digits: 32]")
 @click.option("--input-size", default=None, type=int,
-              help="Resize images to this [default: the data set's; digits: 16].")
+              help="Resize images to this [default: the data set's; digits: 16]; nb201: the image size of the task "
+                   "of a --val-column no preset has.")
 @click.option("--train-size", default=None, type=int, help="Use at most this many training images.")
 @click.option("--val-size", default=None, type=int, help="Use at most this many validation images.")
 @click.option("--test-size", default=None, type=int, help="Use at most this many test images.")
@@ -74,7 +82,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
            max_flops_m: float | None, device: str, timeout: float, workers: int, population: int, tournament: int,
            llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None, candidates: int | None,
            memory_window: int, elites: int, improver: bool, distinct: bool, temperature: float | None,
-           quiet: bool) -> None:
+           quiet: bool, val_column: str | None = None, test_column: str | None = None,
+           params_column: str | None = None, flops_column: str | None = None, num_classes: int | None = None) -> None:
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
     from llmnas_local.proposers import create_proposer
@@ -91,15 +100,20 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
         max_params_m = max_params_m if max_params_m is not None else d.get("max_params_m")
         max_flops_m = max_flops_m if max_flops_m is not None else d.get("max_flops_m")
     caps = {"max_params_m": max_params_m, "max_flops_m": max_flops_m}
+    columns = {k: v for k, v in (("val_column", val_column), ("test_column", test_column),
+                                 ("params_column", params_column), ("flops_column", flops_column),
+                                 ("num_classes", num_classes)) if v is not None}
     if space == "nb201":
         if table is None:
             raise UserError("--space nb201 evaluates by table lookup: give --table PATH (a NAS-Bench-201 CSV)")
         from llmnas_local.evaluators import TabularEvaluator
 
-        evaluator = TabularEvaluator(table, preset=preset, **caps)
+        evaluator = TabularEvaluator(table, preset=None if preset == "none" else preset, input_size=input_size,
+                                     **columns, **caps)
     else:
-        if table is not None:
-            raise UserError(f"--table is for --space nb201, not {space}")
+        if table is not None or columns:
+            flag = "--table" if table is not None else "--" + next(iter(columns)).replace("_", "-")
+            raise UserError(f"{flag} is for --space nb201, not {space}")
         from llmnas_local.evaluators import DataSpec, TrainingConfig, TrainingEvaluator
 
         data_spec = DataSpec(source=data, train_size=train_size, val_size=val_size, test_size=test_size,
