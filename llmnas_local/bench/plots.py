@@ -49,14 +49,15 @@ def plot_curves(path: str | Path, curves: dict[str, Sequence[Sequence[float]]], 
         mean, lo, hi, n = band(curve_matrix(runs, max_budget), kind)
         ns += [int(v) for v in n[np.isfinite(mean)]]
         zoomed += [lo[(zoom_from or 1) - 1:], hi[(zoom_from or 1) - 1:]]
-        color = f"C{i}"
+        color, style = f"C{i % 10}", "-" if i < 10 else "--"      # 10 colours, then dashed
         for ax in axes:
-            ax.plot(x, mean, color=color, lw=1.6, label=f"{name} (n={len(runs)})")
+            ax.plot(x, mean, color=color, ls=style, lw=1.6, label=f"{name} (n={len(runs)})")
             ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
             for b, (pm, ps, _) in sorted((published or {}).get(name, {}).items()):
                 if b <= max_budget:
                     ax.errorbar([b], [pm], yerr=[ps], fmt="x", color=color, ms=7, capsize=3, alpha=0.9)
-                    zoomed.append(np.array([pm - ps, pm + ps]))
+                    if b >= (zoom_from or 1):
+                        zoomed.append(np.array([pm - ps, pm + ps]))
     for k, ax in enumerate(axes):
         if k == 1:     # the zoom: x and y limits from the queries it shows
             ys = np.concatenate(zoomed)
@@ -73,10 +74,10 @@ def plot_curves(path: str | Path, curves: dict[str, Sequence[Sequence[float]]], 
         ax.set_xlabel("distinct evaluations (queries)")
         ax.grid(alpha=0.3)
     if published:
-        axes[-1].plot([], [], "x", color="gray", label="published mean ± std")
+        axes[0].plot([], [], "x", color="gray", label="published mean ± std")
     axes[0].set_xlim(left=0.9)
     axes[0].set_ylabel("test accuracy of best-by-validation (%)")
-    axes[-1].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=8, loc="lower right")     # below the curves, which rise from query 1
     axes[0].text(0.01, 0.99, band_label(kind, ns), transform=axes[0].transAxes, fontsize=7, va="top", color="gray")
     fig.suptitle(textwrap.fill(title or "best so far", 100), fontsize=9)
     fig.tight_layout()

@@ -222,15 +222,17 @@ def render_table(config: BenchConfig, protocol: dict[str, Any], entries: dict[st
 # -- writing ----------------------------------------------------------------------------------------------------------
 def write_report(config: BenchConfig, runs: Sequence[RunData], out_dir: str | Path, protocol: dict[str, Any], *,
                  run_settings: dict[str, dict[str, Any]] | None = None, timings: dict[str, Any] | None = None,
-                 models: Sequence[str] = (), provenance: bool = True) -> dict[str, Path]:
-    """Write every report file into ``out_dir``; returns their paths by kind."""
+                 models: Sequence[str] = (), provenance: bool = True,
+                 grid: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write every report file into ``out_dir``; returns their paths by kind. ``grid``: the grid as recorded, when
+    the report is rebuilt (default ``config.to_json()``)."""
     from llmnas_local.bench.provenance import collect_provenance
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     entries = entry_results(config, runs)
     comps = comparisons(config, runs)
-    results = {"name": config.name, "grid": config.to_json(), "protocol": protocol, "entries": entries,
+    results = {"name": config.name, "grid": grid or config.to_json(), "protocol": protocol, "entries": entries,
                "comparisons": comps, "timings": timings or {},
                "runs": [r.to_json() for r in runs]}
     paths = {"results": out / RESULTS_JSON, "table": out / TABLE_MD, "curves": out / CURVES_PNG,
@@ -272,7 +274,8 @@ def rebuild_report(out_dir: str | Path) -> dict[str, Path]:
     config = config_from_dict(recorded["grid"])
     runs = [RunData(**{k: [math.nan if v is None else v for v in r[k]] if k in _CURVES else r[k] for k in r})
             for r in recorded["runs"]]
-    paths = write_report(config, runs, out, recorded["protocol"], timings=recorded.get("timings"), provenance=False)
+    paths = write_report(config, runs, out, recorded["protocol"], timings=recorded.get("timings"), provenance=False,
+                         grid=recorded["grid"])
     prov_path = out / PROVENANCE_JSON
     if prov_path.exists():
         prov = json.loads(prov_path.read_text())
