@@ -24,6 +24,11 @@ TRAIN_LOSS = "train_loss"      # mean training loss of the last epoch
 PROPOSE_S = "propose_s"
 BUILD_S = "build_s"
 EVAL_S = "eval_s"
+TIME_LIMIT_S = "time_limit_s"  # the wall-time limit an evaluation ran under (kept with a TIMEOUT)
+
+# How the errors of an evaluation whose process died or could not start begin: the machine's doing (out of memory,
+# a signal), not necessarily the architecture's. Such a FAILED, like a TIMEOUT, is transient: it may be evaluated again.
+TRANSIENT_ERRORS = ("killed by signal", "the worker exited", "the worker closed", "training worker failed to start")
 
 
 class TrialStatus(enum.IntEnum):
@@ -46,6 +51,12 @@ class TrialStatus(enum.IntEnum):
         return self in (TrialStatus.COMPLETE, TrialStatus.FAILED, TrialStatus.TIMEOUT)
 
 
+def is_transient(status: TrialStatus, error: str) -> bool:
+    """Whether an evaluation's result may change if it is run again: a TIMEOUT, or a FAILED whose process was killed,
+    died or could not start (see ``TRANSIENT_ERRORS``). Exceptions and diverged losses are final."""
+    return status is TrialStatus.TIMEOUT or (status is TrialStatus.FAILED and error.startswith(TRANSIENT_ERRORS))
+
+
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What an evaluation of one architecture under one recipe produced: the value stored per (arch, recipe)."""
@@ -57,6 +68,10 @@ class Outcome:
 
     def to_json(self) -> dict[str, Any]:
         return {"status": int(self.status), "metrics": self.metrics, "error": self.error, "timings": self.timings}
+
+    @property
+    def transient(self) -> bool:
+        return is_transient(self.status, self.error)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Outcome":

@@ -10,7 +10,7 @@ from llmnas_local.cli.bench_cmd import bench
 from llmnas_local.cli.dsl_cmd import dsl
 from llmnas_local.cli.models_cmd import models
 from llmnas_local.cli.search_cmd import search
-from llmnas_local.cli.store_cmd import export, show, top
+from llmnas_local.cli.store_cmd import export, show, store_group, top
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,7 +29,7 @@ def _terminate_like_ctrl_c(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-for command in (dsl, search, top, show, export, models, bench):
+for command in (dsl, search, top, show, export, store_group, models, bench):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""``llmnas top|show|export``: read a store (safe while a search writes to it)."""
+"""``llmnas top|show|export``: read a store (safe while a search writes to it); ``llmnas store verify|forget``."""
 from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import click
 
@@ -98,3 +99,53 @@ def export(store: str, fmt: str, output) -> None:
         writer.writerow([t.run_id, t.seq, t.proposer, t.status.name.lower(), t.arch_hash or "", t.parent_hash or "",
                          t.canonical or "", t.raw, int(t.from_store), t.error,
                          *[t.metrics.get(k, "") for k in metric_names], *[t.timings.get(k, "") for k in timing_names]])
+
+
+@click.group("store")
+def store_group() -> None:
+    """Check or maintain a store (verify, forget)."""
+
+
+@store_group.command()
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--max-problems", default=20, show_default=True, help="Problems to list (all are counted).")
+@user_errors
+def verify(store: str, max_problems: int) -> None:
+    """Read every record of STORE and report what is unreadable or inconsistent (exit 1 if anything is)."""
+    from llmnas_local.store.verify import verify_store
+
+    report = verify_store(store)
+    click.echo(f"{store}: " + ", ".join(f"{n} {name}" for name, n in report.counts.items()))
+    if report.not_cached:
+        click.echo(f"{report.not_cached} failed or timed-out outcomes are not cached (forgotten): they are evaluated "
+                   f"again when proposed")
+    if report.ok:
+        click.echo("ok: every record reads back")
+        return
+    for problem in report.problems[:max_problems]:
+        click.echo(f"problem: {problem}")
+    more = len(report.problems) - max_problems
+    click.echo(f"{len(report.problems)} problem(s)" + (f" ({more} not listed)" if more > 0 else "") +
+               "; restore the store from a copy, or export what reads back (llmnas export)")
+    raise SystemExit(1)
+
+
+FORGETTABLE = {"failed": TrialStatus.FAILED, "timeout": TrialStatus.TIMEOUT}
+
+
+@store_group.command()
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--status", "statuses", multiple=True, type=click.Choice(sorted(FORGETTABLE)),
+              help="Outcomes to forget (repeatable) [default: failed and timeout].")
+@user_errors
+def forget(store: str, statuses: tuple[str, ...]) -> None:
+    """Forget the failed or timed-out outcomes of STORE, so that runs evaluate those architectures again. Trials stay
+    as they were recorded. Stop the searches that write STORE first."""
+    from llmnas_local.store import LmdbStore
+
+    names = sorted(set(statuses or FORGETTABLE))
+    if not (Path(store) / "data.mdb").is_file():
+        raise UserError(f"no store at {store}")
+    with LmdbStore(store) as st:
+        n = st.forget_outcomes(FORGETTABLE[s] for s in names)
+    click.echo(f"forgot {n} outcome{'' if n == 1 else 's'} ({', '.join(names)}) in {store}")

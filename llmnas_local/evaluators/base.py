@@ -7,7 +7,9 @@ import json
 from typing import Any
 
 from llmnas_local.dsl.base import BaseSpace, Constraints
-from llmnas_local.records import Outcome
+from llmnas_local.records import TIME_LIMIT_S, Outcome, TrialStatus
+
+MAX_ATTEMPTS = 3     # evaluations of one (arch, recipe) whose process was killed or could not start, at most
 
 
 def recipe_hash(recipe: dict[str, Any]) -> str:
@@ -24,6 +26,8 @@ class BaseEvaluator(abc.ABC):
     """
 
     name: str = ""
+    time_limit_s: float | None = None      # wall-time limit of one evaluation, for evaluators that have one
+    max_attempts: int = MAX_ATTEMPTS
 
     def __init__(self, constraints: Constraints):
         self.constraints = constraints
@@ -43,6 +47,22 @@ class BaseEvaluator(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(self, space: BaseSpace, spec: Any) -> Outcome: ...
+
+    def retryable(self, outcome: Outcome, attempts: int) -> bool:
+        """Whether a stored outcome is worth another evaluation under this evaluator's settings, after ``attempts``
+        evaluations with a transient outcome: a FAILED whose process was killed, died or could not start, up to
+        ``max_attempts`` in all; a TIMEOUT when ``time_limit_s`` is longer than the limit it ran under (unknown for
+        records older than ``TIME_LIMIT_S``: retried). Final outcomes (complete, an exception, a diverged loss) never
+        are."""
+        if not outcome.transient:
+            return False
+        if outcome.status is TrialStatus.TIMEOUT:
+            return self.time_limit_s is not None and self.time_limit_s > outcome.timings.get(TIME_LIMIT_S, 0.0)
+        return attempts < self.max_attempts
+
+    def abort(self) -> None:
+        """Stop the evaluations in flight in other threads at once (Ctrl-C, a fatal error): their outcomes are to be
+        dropped, and no evaluation follows but ``close``. Default: nothing to stop."""
 
     def describe_task(self) -> str:
         """One line for prompts: what is classified and how candidates are scored. Subclasses say more."""

@@ -25,7 +25,7 @@ from typing import Any
 from llmnas_local.dsl.base import BaseSpace, Constraints, SemanticError
 from llmnas_local.evaluators.base import BaseEvaluator
 from llmnas_local.evaluators.data import Dataset, DataSpec, describe_dataset, load_dataset
-from llmnas_local.evaluators.worker import TrialWorker, one_line, space_ref
+from llmnas_local.evaluators.worker import START_FAILED, TrialWorker, WorkerStartError, one_line, space_ref
 from llmnas_local.records import EVAL_S, FLOPS_M, PARAMS_M, TEST_ACC, TRAIN_LOSS, TRAIN_S, VAL_ACC, Outcome
 
 TRAINING_VERSION = 1        # bump when the meaning of a recipe changes (loop, normalisation, evaluation)
@@ -227,7 +227,9 @@ class TrainingEvaluator(BaseEvaluator):
     must then match the data's shape. Settings that do not change a result stay out of the recipe: ``time_limit_s``
     (per trial, from build to the last accuracy; worker start-up not counted), ``threads`` (torch threads in a
     worker; None: torch's default), ``max_trials_per_worker`` (a worker is replaced after that many trials, and after
-    a crash or a time-out).
+    a crash or a time-out), ``start_attempts`` (starts of a worker that dies or hangs while loading, per trial) and
+    ``max_start_failures`` (trials in a row whose worker could not start before ``evaluate`` raises
+    :class:`WorkerStartError`: the machine, not the architectures, is at fault).
 
     Thread-safe: concurrent ``evaluate`` calls each get their own worker process (one per concurrent call, kept for
     the next ones); with several on one machine, set ``threads`` so that they do not oversubscribe the cores.
@@ -238,7 +240,8 @@ class TrainingEvaluator(BaseEvaluator):
     def __init__(self, data: str | DataSpec = "digits", config: TrainingConfig | None = None,
                  constraints: Constraints | None = None, *, max_params_m: float | None = None,
                  max_flops_m: float | None = None, time_limit_s: float = 600.0, threads: int | None = None,
-                 max_trials_per_worker: int = 100, startup_timeout_s: float = 600.0):
+                 max_trials_per_worker: int = 100, startup_timeout_s: float = 600.0, start_attempts: int = 3,
+                 start_retry_s: float = 2.0, max_start_failures: int = 3):
         self.data_spec = data if isinstance(data, DataSpec) else DataSpec(source=str(data))
         self.config = config or TrainingConfig()
         ds = load_dataset(self.data_spec)           # fills the cache the worker reads; arrays are not kept here
@@ -259,6 +262,10 @@ class TrainingEvaluator(BaseEvaluator):
         self.threads = threads
         self.max_trials_per_worker = max_trials_per_worker
         self.startup_timeout_s = startup_timeout_s
+        self.start_attempts, self.start_retry_s = start_attempts, start_retry_s
+        self.max_start_failures = max_start_failures
+        self._start_failures = 0          # trials in a row whose worker could not start
+        self._aborted = False
         self._lock = threading.Lock()
         self._workers: list[TrialWorker] = []
         self._idle: list[TrialWorker] = []
@@ -307,7 +314,21 @@ class TrainingEvaluator(BaseEvaluator):
             outcome = worker.run(request, self.time_limit_s)
         finally:
             self._release(worker)
+        with self._lock:
+            self._start_failures = self._start_failures + 1 if outcome.error.startswith(START_FAILED) else 0
+            failures = self._start_failures
+        if failures >= self.max_start_failures and not self._aborted:
+            raise WorkerStartError(f"{failures} trials in a row could not start a training worker; last: "
+                                   f"{outcome.error}", transient=True)
         return dataclasses.replace(outcome, timings={**outcome.timings, EVAL_S: time.perf_counter() - t0})
+
+    def abort(self) -> None:
+        """Kill every worker now; evaluations in flight return at once (their outcomes are to be dropped)."""
+        with self._lock:
+            self._aborted = True
+            workers = list(self._workers)
+        for w in workers:
+            w.stop()
 
     def start(self) -> float:
         """Start a worker now (else the first ``evaluate`` does); returns its start-up seconds (0 if running)."""
@@ -330,8 +351,11 @@ class TrainingEvaluator(BaseEvaluator):
                     "config": dataclasses.replace(self.config, device=self.device).to_json(),
                     "constraints": self.constraints.to_json(), "threads": self.threads}
             worker = TrialWorker(init, startup_timeout_s=self.startup_timeout_s,
-                                 max_trials=self.max_trials_per_worker,
+                                 max_trials=self.max_trials_per_worker, start_attempts=self.start_attempts,
+                                 start_retry_s=self.start_retry_s,
                                  restart_after_failure=self.device.startswith("cuda"))
+            if self._aborted:
+                worker.stop()
             self._workers.append(worker)
             return worker
 

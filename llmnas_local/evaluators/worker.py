@@ -11,7 +11,14 @@ What can go wrong in a trial, and what it becomes (the parent never raises for i
 - an exception in build, forward or backward: FAILED, the exception's one-line text;
 - a NaN or infinite loss: FAILED, "diverged: loss is nan at step N";
 - the wall-time limit passes: TIMEOUT, the process group is killed with SIGKILL;
-- the child dies (OOM killer, segfault): FAILED, "killed by signal 9 (out of memory?)".
+- the child dies (OOM killer, segfault): FAILED, "killed by signal 9 (out of memory?)";
+- the child dies or hangs while it starts (out of memory while loading the data): it is started again, up to
+  ``start_attempts`` times with a growing pause, then FAILED, "training worker failed to start: ... (3 attempts)".
+  Only a child that reports an exception while starting (a broken data set or environment, not an architecture)
+  makes the parent raise :class:`WorkerStartError`.
+
+A killed, dead or unstartable worker and a time-out give a *transient* outcome (``Outcome.transient``): the search may
+evaluate it again (see ``BaseEvaluator.retryable``). A TIMEOUT keeps its limit in ``timings[TIME_LIMIT_S]``.
 
 A worker that died or was killed is replaced at once, without waiting: the new one imports torch while the next
 proposal is written (on GPU a worker is also replaced after any failed trial, on CPU only after a crash or time-out).
@@ -38,9 +45,19 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from llmnas_local.records import BUILD_S, FLOPS_M, PARAMS_M, PEAK_MEM_MB, Outcome, TrialStatus
+from llmnas_local.records import BUILD_S, FLOPS_M, PARAMS_M, PEAK_MEM_MB, TIME_LIMIT_S, Outcome, TrialStatus
 
 WORKER_START_S = "worker_start_s"     # timing: seconds spent starting a worker before this trial
+START_FAILED = "training worker failed to start"
+
+
+class WorkerStartError(RuntimeError):
+    """A worker could not start. ``transient``: it died or hung (may work next time); else it reported an exception
+    (a broken data set or environment: it will not)."""
+
+    def __init__(self, message: str, transient: bool):
+        super().__init__(message)
+        self.transient = transient
 
 
 def one_line(e: BaseException) -> str:
@@ -70,9 +87,12 @@ class TrialWorker:
     """A handle on the child process. Used from one thread; ``run`` never raises for what a trial does."""
 
     def __init__(self, init: dict[str, Any], *, startup_timeout_s: float = 600.0, max_trials: int = 100,
-                 restart_after_failure: bool = False):
+                 restart_after_failure: bool = False, start_attempts: int = 3, start_retry_s: float = 2.0):
         self.init = dict(init)
         self.startup_timeout_s = startup_timeout_s
+        self.start_attempts = max(1, int(start_attempts))
+        self.start_retry_s = start_retry_s        # pause before the second start; doubled before each next one
+        self._stopped = False
         self.max_trials = max_trials
         self.restart_after_failure = restart_after_failure
         self._proc: subprocess.Popen | None = None
@@ -88,10 +108,14 @@ class TrialWorker:
     def start(self) -> float:
         """Start the child if it is not running, and wait until it has loaded the data. Returns the seconds waited.
 
-        Raises RuntimeError if the child cannot start (a broken data set or environment, not an architecture).
+        Raises :class:`WorkerStartError` if the child cannot start (once: see ``run`` for the retries).
         """
+        if self._stopped:
+            raise WorkerStartError(f"{START_FAILED}: the evaluation was stopped", transient=True)
         if self._proc is None or self._proc.poll() is not None:
             self._spawn()
+            if self._proc is None:          # stopped meanwhile, from another thread
+                raise WorkerStartError(f"{START_FAILED}: the evaluation was stopped", transient=True)
         if self._ready:
             return 0.0
         t0 = time.perf_counter()
@@ -101,9 +125,10 @@ class TrialWorker:
             self.close()
             raise
         if msg is None or msg[0] != "ready":
-            reason = msg[1] if msg and msg[0] in ("fatal", "died") else "start-up timed out"
+            reason = msg[1] if msg and msg[0] in ("fatal", "died") else \
+                f"start-up timed out after {self.startup_timeout_s:g} s"
             self.close()
-            raise RuntimeError(f"training worker failed to start: {reason}")
+            raise WorkerStartError(f"{START_FAILED}: {reason}", transient=not (msg and msg[0] == "fatal"))
         self._ready = True
         return time.perf_counter() - t0
 
@@ -111,6 +136,8 @@ class TrialWorker:
         """Kill the child if any and launch a fresh one with its settings, without waiting for it: it starts while the
         parent does other work (after a crash or a time-out, while the next proposal is written)."""
         self.close()
+        if self._stopped:
+            return
         parent_sock, child_sock = socket.socketpair()
         self._log = tempfile.TemporaryFile()
         env = dict(os.environ)
@@ -128,20 +155,47 @@ class TrialWorker:
         self._conn.send(("init", {**self.init, "sys_path": list(sys.path)}))
         self._ready, self._trials = False, 0
 
+    def _start_retrying(self, timings: dict[str, float]) -> None:
+        """``start()``, again after a death or hang, up to ``start_attempts`` times; adds the seconds to timings."""
+        for attempt in range(1, self.start_attempts + 1):
+            try:
+                start_s = self.start()
+            except WorkerStartError as e:
+                if not e.transient or self._stopped:
+                    raise
+                if attempt == self.start_attempts:
+                    raise WorkerStartError(f"{e} ({attempt} attempts)" if attempt > 1 else str(e), True) from None
+                time.sleep(self.start_retry_s * 2 ** (attempt - 1))
+                continue
+            if start_s:
+                timings[WORKER_START_S] = timings.get(WORKER_START_S, 0.0) + start_s
+            return
+
     def run(self, request: dict[str, Any], time_limit_s: float) -> Outcome:
-        """Run one trial in the child under a wall-time limit (start-up not counted)."""
+        """Run one trial in the child under a wall-time limit (start-up not counted). Raises only
+        :class:`WorkerStartError` for a worker that reported an exception while starting."""
         if self.max_trials and self._trials >= self.max_trials:
             self._spawn()
-        start_s = self.start()
-        self._trials += 1
         profile: dict[str, float] = {}
-        timings = {WORKER_START_S: start_s} if start_s else {}
+        timings: dict[str, float] = {}
+        try:
+            self._start_retrying(timings)
+        except WorkerStartError as e:
+            if not e.transient:
+                raise
+            return Outcome(TrialStatus.FAILED, profile, str(e), timings)
+        self._trials += 1
         try:
             try:
                 self._conn.send(("trial", request))
             except OSError:             # it died while idle: start a fresh one
                 self._spawn()
-                timings[WORKER_START_S] = self.start()
+                try:
+                    self._start_retrying(timings)
+                except WorkerStartError as e:
+                    if not e.transient:
+                        raise
+                    return Outcome(TrialStatus.FAILED, profile, str(e), timings)
                 self._conn.send(("trial", request))
             deadline = time.monotonic() + time_limit_s
             while True:
@@ -149,7 +203,7 @@ class TrialWorker:
                 if msg is None:
                     self._spawn()
                     return Outcome(TrialStatus.TIMEOUT, profile, f"exceeded the time limit of {time_limit_s:g} s",
-                                   timings)
+                                   {**timings, TIME_LIMIT_S: float(time_limit_s)})
                 kind, payload = msg
                 if kind == "profile":
                     profile = {k: payload[k] for k in (PARAMS_M, FLOPS_M)}
@@ -199,6 +253,17 @@ class TrialWorker:
             return lines[-1].strip()[:300] if lines else ""
         except Exception:
             return ""
+
+    def stop(self) -> None:
+        """Kill the child's process group now, from any thread, and start no other: a trial in flight in another
+        thread ends at once (as a death, to be dropped by the caller). Call ``close`` afterwards."""
+        self._stopped = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def close(self) -> None:
         """Kill the child's process group (it holds no state worth saving) and release the connection."""

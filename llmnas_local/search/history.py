@@ -6,7 +6,7 @@ import gc
 from typing import Iterable, Sequence
 
 from llmnas_local.dsl.base import BaseSpace, Constraints
-from llmnas_local.records import VAL_ACC, TrialRecord, TrialStatus
+from llmnas_local.records import VAL_ACC, TrialRecord, TrialStatus, is_transient
 
 
 class HistoryView:
@@ -37,7 +37,10 @@ class HistoryView:
         """Called by the search loop only."""
         self._trials.append(trial)
         if trial.arch_hash and trial.status is not TrialStatus.DUPLICATE:
-            self._known.setdefault(trial.arch_hash, trial)
+            known = self._known.get(trial.arch_hash)
+            # A retry of a transient outcome (a time-out, a killed worker) supersedes it.
+            if known is None or (trial.status.evaluated and is_transient(known.status, known.error)):
+                self._known[trial.arch_hash] = trial
         self.status_counts[trial.status] += 1
         if trial.status is TrialStatus.COMPLETE and VAL_ACC in trial.metrics:
             self._complete.append(trial)
@@ -56,6 +59,7 @@ class HistoryView:
         return arch_hash in self._known
 
     def known(self, arch_hash: str) -> TrialRecord | None:
+        """The trial that evaluated (or rejected) this architecture in this run: the last, if it was retried."""
         return self._known.get(arch_hash)
 
     @property

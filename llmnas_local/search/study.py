@@ -6,6 +6,10 @@ already knows, and hands the rest to the evaluator. Proposers only read a :class
 - The budget counts *distinct evaluations* of this run: architectures this run has not proposed before, evaluated now
   or answered by an identical evaluation that another run stored. Invalid proposals and in-run duplicates are recorded
   but do not count.
+- A transient outcome (a time-out, a worker killed or unable to start) is evaluated again when the evaluator says it is
+  worth it (``BaseEvaluator.retryable``: a killed worker up to 3 attempts, a time-out under a longer time limit), before
+  any new proposal: right after it, and when a run resumes. A retry is a new trial of the same architecture; it does
+  not count again.
 - Every finished trial is one durable store commit. A crash loses at most the evaluations in flight; running the same
   search again (same run id: same space, proposer settings, recipe and seed) continues where it stopped.
 - ``ask()`` may be called several times before the matching ``tell()``s, which may come in any order: evaluations can
@@ -27,7 +31,7 @@ from llmnas_local.dsl.base import BaseSpace, DslError, SemanticError
 from llmnas_local.evaluators.base import BaseEvaluator
 from llmnas_local.proposers.base import BaseProposer, Proposal
 from llmnas_local.records import (BUILD_S, EVAL_S, PROPOSE_S, Outcome, RunRecord, TrialRecord,
-                                  TrialStatus)
+                                  TrialStatus, is_transient)
 from llmnas_local.search.history import HistoryView
 from llmnas_local.store.base import BaseStore, StoreError
 
@@ -67,6 +71,7 @@ class Search:
         self.recipe_hash = evaluator.recipe_hash()
         settings = proposer.settings()
         self.run_id = run_id or make_run_id(space.name, proposer.name, settings, self.recipe_hash, seed)
+        store.lock_run(self.run_id)           # a second writer of the run is refused now, not after its first training
         run = store.get_run(self.run_id)
         if run is None:
             run = RunRecord(run_id=self.run_id, space=space.name, proposer=proposer.name,
@@ -82,14 +87,21 @@ class Search:
                                    task=evaluator.describe_task())
         self._queue: collections.deque[Proposal] = collections.deque()
         self._pending: dict[str, PendingTrial] = {}
-        self._n_evaluated = sum(n for s, n in self.history.status_counts.items() if s.evaluated)
+        latest = {t.arch_hash: t for t in self.history.trials if t.status.evaluated}
+        self._evaluated = set(latest)         # distinct architectures evaluated in this run: what the budget counts
+        self._retries: collections.deque[TrialRecord] = collections.deque(
+            sorted((t for t in latest.values() if self._retry_due(t)), key=lambda t: t.seq))
         self._stall = 0
 
     # -- counts -----------------------------------------------------------------------------------------------------
     @property
     def num_evaluated(self) -> int:
         """Distinct evaluations of this run so far (what the budget counts)."""
-        return self._n_evaluated
+        return len(self._evaluated)
+
+    @property
+    def _n_evaluated(self) -> int:
+        return len(self._evaluated)
 
     def counts(self) -> dict[str, int]:
         c = self.history.status_counts
@@ -104,9 +116,15 @@ class Search:
         """The next trial to evaluate, or None once ``budget`` distinct evaluations are done or in flight.
 
         Proposals that need no evaluation (unparseable, rejected by a check, already known) are recorded here.
-        Raises :class:`SearchStalled` after ``max_stall`` such proposals in a row.
+        Raises :class:`SearchStalled` after ``max_stall`` such proposals in a row. Retries of transient outcomes come
+        first, whatever the budget.
         """
-        while budget is None or self._n_evaluated + len(self._pending) < budget:
+        while self._retries:
+            pending = self._retry(self._retries.popleft())
+            if pending is not None:
+                self._pending[pending.arch_hash] = pending
+                return pending
+        while budget is None or self._n_evaluated + self._new_pending() < budget:
             evaluated_before = self._n_evaluated
             proposal = self._next_proposal()
             pending = self._triage(proposal) if proposal is not None else None
@@ -128,8 +146,11 @@ class Search:
         self._pending.pop(pending.arch_hash, None)
         metrics = {**pending.precheck_metrics, **outcome.metrics}
         timings = {PROPOSE_S: pending.proposal.propose_s, BUILD_S: pending.build_s, **outcome.timings}
-        return self._record(pending.proposal, outcome.status, pending.canonical, pending.arch_hash,
-                            metrics=metrics, error=outcome.error, timings=timings)
+        trial = self._record(pending.proposal, outcome.status, pending.canonical, pending.arch_hash,
+                             metrics=metrics, error=outcome.error, timings=timings)
+        if self._retry_due(trial):
+            self._retries.append(trial)
+        return trial
 
     def evaluate(self, pending: PendingTrial) -> Outcome:
         """Run the evaluator on a pending trial (thread-safe when the evaluator is)."""
@@ -159,14 +180,22 @@ class Search:
     def _run_parallel(self, budget: int, workers: int) -> None:
         with cf.ThreadPoolExecutor(max_workers=workers) as pool:
             futures: dict[cf.Future, PendingTrial] = {}
-            while True:
-                while len(futures) < workers and (pending := self.ask(budget)) is not None:
-                    futures[pool.submit(self.evaluate, pending)] = pending
-                if not futures:
-                    return
-                done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    self.tell(futures.pop(fut), fut.result())
+            try:
+                while True:
+                    while len(futures) < workers and (pending := self.ask(budget)) is not None:
+                        futures[pool.submit(self.evaluate, pending)] = pending
+                    if not futures:
+                        return
+                    done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        self.tell(futures.pop(fut), fut.result())
+            except BaseException:
+                # Ctrl-C, SIGTERM or an error: the evaluations in flight are dropped (a resume redoes them). Stop them
+                # now, or leaving the pool would wait for each to finish.
+                for fut in futures:
+                    fut.cancel()
+                self.evaluator.abort()
+                raise
 
     # -- internals ------------------------------------------------------------------------------------------------------
     _callback: Callable[["Search", TrialRecord], None] | None = None
@@ -196,6 +225,36 @@ class Search:
             self._queue.extend(dataclasses.replace(p, propose_s=p.propose_s or share) for p in proposals)
         return self._queue.popleft()
 
+    def _new_pending(self) -> int:
+        """Evaluations in flight of architectures this run has not evaluated yet (retries do not count)."""
+        return sum(1 for h in self._pending if h not in self._evaluated)
+
+    def _attempts(self, arch_hash: str) -> int:
+        """Evaluations of this architecture under this recipe, in any run, that had a transient outcome."""
+        return sum(1 for t in self.store.trials_of_arch(arch_hash)
+                   if t.recipe_hash == self.recipe_hash and t.status.evaluated and not t.from_store
+                   and is_transient(t.status, t.error))
+
+    def _retry_due(self, trial: TrialRecord) -> bool:
+        if trial.arch_hash is None or not is_transient(trial.status, trial.error):
+            return False
+        outcome = Outcome(trial.status, trial.metrics, trial.error, trial.timings)
+        return self.evaluator.retryable(outcome, self._attempts(trial.arch_hash))
+
+    def _retry(self, trial: TrialRecord) -> PendingTrial | None:
+        """A pending trial that evaluates ``trial``'s architecture again; None if it cannot be (now in flight, or
+        rejected by the checks, which may have changed)."""
+        if trial.arch_hash in self._pending or self.history.known(trial.arch_hash) is not trial:
+            return None
+        t0 = time.perf_counter()
+        try:
+            spec = self.space.parse(trial.canonical)
+            metrics = self.evaluator.precheck(self.space, spec)
+        except Exception:  # noqa: BLE001 - it stays as it was recorded
+            return None
+        return PendingTrial(Proposal(trial.raw, parent_hash=trial.parent_hash), spec, trial.canonical,
+                            trial.arch_hash, metrics, time.perf_counter() - t0)
+
     def _triage(self, proposal: Proposal) -> PendingTrial | None:
         """Parse, hash and check a proposal; record it and return None unless it needs an evaluation."""
         try:
@@ -206,15 +265,16 @@ class Search:
         canonical = self.space.canonical(spec)
         arch_hash = self.space.hash_canonical(canonical)
         known = self.history.known(arch_hash)
-        if known is not None:
+        if known is not None and not self._retry_due(known):
             self._record(proposal, TrialStatus.DUPLICATE, canonical, arch_hash, metrics=dict(known.metrics),
                          error=f"already evaluated in this run as trial {known.seq} ({known.status.name.lower()})")
             return None
         if arch_hash in self._pending:
             self._record(proposal, TrialStatus.DUPLICATE, canonical, arch_hash, error="already being evaluated")
             return None
-        stored = self.store.get_outcome(arch_hash, self.recipe_hash)
-        if stored is not None:
+        stored = self.store.get_outcome(arch_hash, self.recipe_hash) if known is None else None
+        if stored is not None and not (stored.transient and
+                                       self.evaluator.retryable(stored, self._attempts(arch_hash))):
             self._record(proposal, stored.status, canonical, arch_hash, metrics=dict(stored.metrics),
                          error=stored.error, timings=dict(stored.timings), from_store=True)
             return None
@@ -245,7 +305,7 @@ class Search:
         self.store.record_trial(trial)
         self.history._append(trial)
         if status.evaluated:
-            self._n_evaluated += 1
+            self._evaluated.add(arch_hash)
         if self._callback is not None:
             self._callback(self, trial)
         return trial

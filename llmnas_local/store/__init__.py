@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 
-from llmnas_local.store.base import FORMAT_VERSION, BaseStore, StoreError, stores_outcome, text_hash
+from llmnas_local.store.base import (FORMAT_VERSION, BaseStore, StoreError, StoreFullError, stores_outcome,
+                                     text_hash)
 from llmnas_local.store.lmdb_store import LmdbStore
 from llmnas_local.store.memory_store import MemoryStore
 
@@ -17,5 +18,5 @@ def open_store(path: str | os.PathLike, *, readonly: bool = False) -> BaseStore:
     return LmdbStore(path, readonly=readonly)
 
 
-__all__ = ["FORMAT_VERSION", "BaseStore", "LmdbStore", "MemoryStore", "StoreError", "open_store", "stores_outcome",
-           "text_hash"]
+__all__ = ["FORMAT_VERSION", "BaseStore", "LmdbStore", "MemoryStore", "StoreError", "StoreFullError", "open_store",
+           "stores_outcome", "text_hash"]

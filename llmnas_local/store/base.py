@@ -6,19 +6,24 @@ Contract
   ``(arch_hash, recipe_hash)``) and texts stored once by their sha256 (prompts).
 - ``record_trial`` is the only write on the hot path. In one durable transaction it writes the trial and, if the trial
   was evaluated or rejected (any status but DUPLICATE and PENDING) and has an ``arch_hash``, its outcome, unless an
-  outcome already exists under that key (the first one wins: nothing is evaluated twice, nothing is overwritten).
+  outcome already exists under that key (the first one wins: nothing is evaluated twice, nothing is overwritten) that
+  is not transient (``Outcome.transient``: a time-out, a killed worker). A transient outcome is replaced by the next
+  evaluation's (a trial answered from the store, ``from_store``, replaces nothing).
+- ``forget_outcomes(statuses)`` deletes stored outcomes (never trials), so that they are evaluated again.
 - Finished records are immutable. Writing a trial whose ``(run_id, seq)`` exists raises :class:`StoreError`.
 - Sequence numbers of a run are dense: a run's trials are ``0 .. num_trials(run_id) - 1``, iterated in that order.
-- One writing process at a time per store; readers in other processes may read while it writes and see every
-  committed trial. An instance is used from one thread at a time.
-- Opening something that is not a store, or a store written by a newer format, raises :class:`StoreError` with one
-  line that says so.
+- One writer per run: ``lock_run(run_id)`` holds a run for the instance until ``close()`` and refuses a second writer
+  of it (another process, another instance) with a one-line StoreError naming the holder. Readers in other processes
+  may read while it writes and see every committed trial. An instance is used from one thread at a time.
+- Opening something that is not a store, a damaged store, or a store written by a newer format, raises
+  :class:`StoreError` with one line that says so; so does any read of a damaged record. A write that finds the disk
+  full raises :class:`StoreFullError`; every trial committed before it is kept.
 """
 from __future__ import annotations
 
 import abc
 import hashlib
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from llmnas_local.records import Outcome, RunRecord, TrialRecord, TrialStatus
 
@@ -27,6 +32,10 @@ FORMAT_VERSION = 1
 
 class StoreError(RuntimeError):
     """A store that cannot be opened or a write that breaks the contract. One-line message."""
+
+
+class StoreFullError(StoreError):
+    """A write found the disk (or quota) full. What was committed before is safe; free space and run again."""
 
 
 def stores_outcome(trial: TrialRecord) -> bool:
@@ -69,6 +78,15 @@ class BaseStore(abc.ABC):
     # -- outcomes -----------------------------------------------------------------------------------------------------
     @abc.abstractmethod
     def get_outcome(self, arch_hash: str, recipe_hash: str) -> Outcome | None: ...
+
+    @abc.abstractmethod
+    def forget_outcomes(self, statuses: Iterable[TrialStatus]) -> int:
+        """Delete the outcomes whose status is one of ``statuses``; trials stay. Returns how many were deleted."""
+
+    # -- writers ----------------------------------------------------------------------------------------------------
+    def lock_run(self, run_id: str) -> None:
+        """Hold ``run_id`` for writing until ``close()``; StoreError if another writer holds it. Default: nothing to
+        hold (a store that only one object can see)."""
 
     # -- texts (prompts), stored once -----------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -12,22 +12,33 @@ Layout (named databases of one environment; every value is JSON, every key bytes
 Every write is one transaction committed with fsync (``sync=True``). The map starts at ``map_size`` and doubles on
 ``MapFullError``; a process whose map is smaller than the file adopts the new size on ``MapResizedError``. Reads use
 short transactions (``trials()`` reads in chunks), so no transaction stays open between calls or between yields.
+
+Damage: ``data.mdb`` is checked before it is mapped (empty, not LMDB, or shorter than its last committed page: a
+read of a missing page would be a SIGBUS); any later LMDB error or undecodable record is a one-line
+:class:`StoreError` naming the store, and a full disk is a :class:`StoreFullError`. A new store is created in a
+sibling directory and renamed into place, so a crash never leaves a half-created one. ``locks/`` holds one lock file
+per run being written (``lock_run``).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import gc
+import hashlib
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import lmdb
 
 from llmnas_local.records import Outcome, RunRecord, TrialRecord, TrialStatus
-from llmnas_local.store.base import FORMAT_VERSION, BaseStore, StoreError, stores_outcome, text_hash
+from llmnas_local.store.base import (FORMAT_VERSION, BaseStore, StoreError, StoreFullError, stores_outcome,
+                                     text_hash)
 
 T = TypeVar("T")
 
@@ -38,10 +49,62 @@ _SEP = b"\x00"
 _MAX_KEY = 511                 # LMDB's default maximum key size
 _CHUNK = 2048                  # trials read per read transaction by trials()
 _MAX_MAP = 1 << 40             # growth stops at 1 TiB
+_MAGIC = 0xBEEFC0DE            # LMDB's meta page: magic u32 at 16, page size (FREE_DBI md_pad) u32 at 40,
+_META = struct.Struct("<I")    # last page u64 at 136, txn id u64 at 144 (lmdb 0.9, 64-bit builds)
+_LAST = struct.Struct("<QQ")
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _one_line(e: object) -> str:
     return " ".join(str(e).split())
+
+
+def check_data_file(store: Path) -> None:
+    """Refuse a ``data.mdb`` that is empty, not LMDB's, or shorter than the last page its newest meta page commits:
+    LMDB would map it and die of SIGBUS on the first read past the end. Reads the two meta pages only."""
+    data = store / "data.mdb"
+    try:
+        size = data.stat().st_size
+        with open(data, "rb") as f:
+            head = f.read(16 << 10)
+            metas = []
+            for off in (0, None):
+                if off is None:       # the second meta page is one page further
+                    if not metas:
+                        break
+                    off = metas[0][0]
+                    f.seek(off)
+                    page = f.read(256)
+                else:
+                    page = head[:256]
+                if len(page) >= 152 and _META.unpack_from(page, 16)[0] == _MAGIC:
+                    psize = _META.unpack_from(page, 40)[0]
+                    last_pg, txnid = _LAST.unpack_from(page, 136)
+                    metas.append((psize, last_pg, txnid))
+    except OSError as e:
+        raise StoreError(f"{store}: cannot read data.mdb: {e.strerror}") from None
+    if size == 0:
+        raise StoreError(f"{store}: damaged store: data.mdb is empty (0 bytes); restore it from a copy, or remove "
+                         f"{store} to start a new store")
+    metas = [m for m in metas if m[0] >= 512 and m[0] & (m[0] - 1) == 0]
+    if not metas:
+        raise StoreError(f"{store}: cannot open as a store: data.mdb is not an LMDB file")
+    psize, last_pg, _ = max(metas, key=lambda m: m[2])
+    need = (last_pg + 1) * psize
+    if size < need:
+        raise StoreError(f"{store}: damaged store: data.mdb is truncated ({size:,} bytes, its last page ends at "
+                         f"{need:,}); restore it from a copy")
+
+
+def _one_error(path: Path, e: lmdb.Error, writing: bool = False) -> StoreError:
+    """An LMDB error as one line naming the store; a full disk as StoreFullError."""
+    code = getattr(e, "errno", None) or (e.args[0] if e.args and isinstance(e.args[0], int) else None)
+    text = _one_line(e)
+    if isinstance(e, lmdb.DiskError) or code in _FULL_ERRNOS or "No space left" in text:
+        return StoreFullError(f"{path}: no space left to write the store ({text})")
+    if writing and isinstance(e, (lmdb.ReadonlyError,)):
+        return StoreError(f"{path}: cannot write the store: {text}")
+    return StoreError(f"{path}: damaged store or read error: {text}; run llmnas store verify {path}")
 
 
 def _key_part(value: str, what: str) -> bytes:
@@ -169,16 +232,22 @@ class LmdbStore(BaseStore):
         self.path = Path(path)
         self.readonly = readonly
         self._env: lmdb.Environment | None = None
-        self._check_path()
+        self._locks: dict[str, int] = {}
+        self._options = dict(map_size=map_size, subdir=True, lock=True, max_dbs=len(_DBS) + 2, max_readers=126,
+                             sync=durable, metasync=durable, meminit=False)
+        if self._check_path():
+            self._create_atomically()
+        check_data_file(self.path)
         try:
-            env = lmdb.open(str(self.path), map_size=map_size, subdir=True, readonly=readonly, lock=True,
-                            create=not readonly, max_dbs=len(_DBS) + 2, max_readers=126, sync=durable, metasync=durable,
-                            meminit=False)
+            env = lmdb.open(str(self.path), readonly=readonly, create=False, **self._options)
         except lmdb.Error as e:
             raise StoreError(f"{self.path}: cannot open as a store: {_one_line(e)}") from None
         try:
             env.reader_check()        # free reader slots of killed processes (they would pin old pages)
             self._dbs = self._open_dbs(env)
+        except lmdb.Error as e:
+            env.close()
+            raise _one_error(self.path, e) from None
         except BaseException:
             env.close()
             raise
@@ -186,16 +255,13 @@ class LmdbStore(BaseStore):
         self._meta, self._runs, self._trials, self._arch, self._outcomes, self._texts = self._dbs
 
     # -- opening ------------------------------------------------------------------------------------------------------
-    def _check_path(self) -> None:
+    def _check_path(self) -> bool:
+        """Whether the store must be created (no directory, or an empty one)."""
         p = self.path
         if not p.exists():
             if self.readonly:
                 raise StoreError(f"no store at {p}")
-            try:
-                p.mkdir(parents=True)
-            except OSError as e:
-                raise StoreError(f"{p}: cannot create the store directory: {e.strerror}") from None
-            return
+            return True
         if not p.is_dir():
             raise StoreError(f"{p}: not a store (a file, not a store directory)")
         names = set(os.listdir(p))
@@ -204,6 +270,38 @@ class LmdbStore(BaseStore):
                 raise StoreError(f"{p}: not a store (the directory holds other files and no data.mdb)")
             if self.readonly:
                 raise StoreError(f"no store at {p}")
+            return True
+        return False
+
+    def _create_atomically(self) -> None:
+        """Create the store in a sibling directory and rename it into place (onto a missing or empty directory): a
+        crash leaves either no store or a whole one, never an empty data.mdb. Another process that creates the same
+        store at the same time wins or loses the rename; either way one whole store is there."""
+        p = self.path
+        tmp = p.parent / f".{p.name}.creating-{os.getpid()}-{id(self):x}"
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            env = lmdb.open(str(tmp), create=True, **{**self._options, "sync": True, "metasync": True})
+            try:
+                self._create(env)
+            finally:
+                env.close()
+            leftover = p / "lock.mdb"
+            if p.is_dir() and set(os.listdir(p)) == {"lock.mdb"}:    # an older creation that died before data.mdb
+                leftover.unlink(missing_ok=True)
+            try:
+                os.rename(tmp, p)
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (p / "data.mdb").exists():
+                    raise
+        except OSError as e:
+            raise StoreError(f"{p}: cannot create the store: {e.strerror}") from None
+        except lmdb.Error as e:
+            raise _one_error(p, e, writing=True) from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _open_dbs(self, env: lmdb.Environment) -> tuple:
         p = self.path
@@ -214,7 +312,11 @@ class LmdbStore(BaseStore):
                 empty = txn.stat()["entries"] == 0
             if empty and not self.readonly:      # a fresh environment (or one whose creation never committed)
                 return self._create(env)
-            raise StoreError(f"{p}: not a store (an LMDB environment without llmnas_local meta)") from None
+            if any(self._has_db(env, name) for name in _DBS[1:]):
+                raise StoreError(f"{p}: damaged store: its meta database is unreadable; run llmnas store verify "
+                                 f"{p}") from None
+            raise StoreError(f"{p}: not a store (an LMDB environment without llmnas_local meta), or a store whose "
+                             f"main page is damaged") from None
         with env.begin() as txn:
             kind, fmt = txn.get(b"kind", db=meta), txn.get(b"format", db=meta)
         if kind != KIND or fmt is None or not fmt.isdigit():
@@ -226,6 +328,14 @@ class LmdbStore(BaseStore):
             return tuple(env.open_db(name, create=False) for name in _DBS)
         except lmdb.Error:
             raise StoreError(f"{p}: damaged store (a named database is missing)") from None
+
+    @staticmethod
+    def _has_db(env: lmdb.Environment, name: bytes) -> bool:
+        try:
+            env.open_db(name, create=False)
+            return True
+        except lmdb.Error:
+            return False
 
     def _create(self, env: lmdb.Environment) -> tuple:
         with env.begin(write=True) as txn:
@@ -250,6 +360,10 @@ class LmdbStore(BaseStore):
                     return fn(txn)
             except lmdb.MapResizedError:     # another process grew the map past ours: adopt its size
                 env.set_mapsize(0)
+            except lmdb.Error as e:
+                raise _one_error(self.path, e) from None
+            except (ValueError, TypeError, KeyError) as e:   # a record that does not decode
+                raise self._damaged(e) from None
 
     def _write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         env = self.env
@@ -266,6 +380,40 @@ class LmdbStore(BaseStore):
                 env.set_mapsize(size)
             except lmdb.MapResizedError:
                 env.set_mapsize(0)
+            except lmdb.Error as e:
+                raise _one_error(self.path, e, writing=True) from None
+            except (ValueError, TypeError, KeyError) as e:
+                raise self._damaged(e) from None
+
+    def _damaged(self, e: Exception) -> StoreError:
+        return StoreError(f"{self.path}: damaged store: a record does not decode ({type(e).__name__}: "
+                          f"{_one_line(e)[:200]}); run llmnas store verify {self.path}")
+
+    # -- writers ----------------------------------------------------------------------------------------------------
+    def lock_run(self, run_id: str) -> None:
+        """Hold ``run_id`` for this store object until ``close()``: another writer of the run, in any process, is
+        refused with the holder's PID. The lock is an ``flock`` on ``locks/<sha256 of the run id>.lock``: it dies with
+        its process, so a killed search leaves nothing to clean up."""
+        if self.readonly:
+            raise StoreError(f"{self.path}: store opened read-only")
+        if run_id in self._locks:
+            return
+        name = hashlib.sha256(run_id.encode()).hexdigest()[:32] + ".lock"
+        try:
+            (self.path / "locks").mkdir(exist_ok=True)
+            fd = os.open(self.path / "locks" / name, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot create the lock of run {run_id!r}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise StoreError(f"run {run_id!r} in {self.path} is in use by PID {holder or '(starting)'}: one writer "
+                             f"per run; wait for it to finish or stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._locks[run_id] = fd
 
     # -- runs -----------------------------------------------------------------------------------------------------------
     def put_run(self, run: RunRecord) -> None:
@@ -279,11 +427,17 @@ class LmdbStore(BaseStore):
     def get_run(self, run_id: str) -> RunRecord | None:
         key = run_prefix(run_id)[:-1]
         raw = self._read(lambda txn: txn.get(key, db=self._runs))
-        return None if raw is None else RunRecord.from_json(json.loads(raw))
+        try:
+            return None if raw is None else RunRecord.from_json(json.loads(raw))
+        except (ValueError, TypeError, KeyError) as e:
+            raise self._damaged(e) from None
 
     def list_runs(self) -> list[RunRecord]:
         raws = self._read(lambda txn: list(txn.cursor(db=self._runs).iternext(keys=False)))
-        return [RunRecord.from_json(json.loads(r)) for r in raws]
+        try:
+            return [RunRecord.from_json(json.loads(r)) for r in raws]
+        except (ValueError, TypeError, KeyError) as e:
+            raise self._damaged(e) from None
 
     # -- trials ---------------------------------------------------------------------------------------------------------
     def record_trial(self, trial: TrialRecord) -> None:
@@ -310,8 +464,10 @@ class LmdbStore(BaseStore):
                 txn.put(akey + _U64.pack(no), key, db=self._arch)
                 txn.put(b"trial_no", _U64.pack(no + 1), db=self._meta)
             if okey is not None:
-                outcome = Outcome(trial.status, trial.metrics, trial.error, trial.timings)
-                txn.put(okey, _dumps(outcome.to_json()), overwrite=False, db=self._outcomes)
+                outcome = _dumps(Outcome(trial.status, trial.metrics, trial.error, trial.timings).to_json())
+                if not txn.put(okey, outcome, overwrite=False, db=self._outcomes) and not trial.from_store:
+                    if Outcome.from_json(_loads(txn.get(okey, db=self._outcomes))).transient:
+                        txn.put(okey, outcome, db=self._outcomes)     # a new evaluation replaces a transient one
         self._write(write)
 
     def _count(self, txn: lmdb.Transaction, run_id: str) -> int:
@@ -336,7 +492,10 @@ class LmdbStore(BaseStore):
         while True:
             with _gc_paused():
                 blob, count, last = self._read(lambda txn: self._scan(txn, start, prefix), buffers=True)
-                chunk = _load_array(blob) if count else []
+                try:
+                    chunk = _load_array(blob) if count else []
+                except (ValueError, TypeError, KeyError) as e:
+                    raise self._damaged(e) from None
             yield from chunk
             if count < _CHUNK:
                 return
@@ -378,13 +537,36 @@ class LmdbStore(BaseStore):
                     break
                 keys.append(tkey)
             return [txn.get(k, db=self._trials) for k in keys]
-        return load_trials(self._read(read))
+        raws = self._read(read)
+        if any(r is None for r in raws):
+            raise StoreError(f"{self.path}: damaged store: the index of arch {arch_hash[:12]} names a missing trial; "
+                             f"run llmnas store verify {self.path}")
+        try:
+            return load_trials(raws)
+        except (ValueError, TypeError, KeyError) as e:
+            raise self._damaged(e) from None
 
     # -- outcomes -------------------------------------------------------------------------------------------------------
     def get_outcome(self, arch_hash: str, recipe_hash: str) -> Outcome | None:
         key = outcome_key(arch_hash, recipe_hash)
         raw = self._read(lambda txn: txn.get(key, db=self._outcomes))
-        return None if raw is None else Outcome.from_json(_loads(raw))
+        try:
+            return None if raw is None else Outcome.from_json(_loads(raw))
+        except (ValueError, TypeError, KeyError) as e:
+            raise self._damaged(e) from None
+
+    def forget_outcomes(self, statuses: Iterable[TrialStatus]) -> int:
+        """Delete the stored outcomes with one of ``statuses`` (trials stay as they are), so that the next run that
+        proposes those architectures evaluates them again. Returns how many were deleted."""
+        wanted = {int(s) for s in statuses}
+
+        def forget(txn: lmdb.Transaction) -> int:
+            cur = txn.cursor(db=self._outcomes)
+            doomed = [bytes(k) for k, v in cur.iternext() if _loads(v)["status"] in wanted]
+            for k in doomed:
+                txn.delete(k, db=self._outcomes)
+            return len(doomed)
+        return self._write(forget)
 
     # -- texts ----------------------------------------------------------------------------------------------------------
     def put_text(self, text: str) -> str:
@@ -403,11 +585,18 @@ class LmdbStore(BaseStore):
 
     # -- life cycle -----------------------------------------------------------------------------------------------------
     def close(self) -> None:
+        for fd in self._locks.values():
+            os.close(fd)             # releases the flock
+        self._locks.clear()
         if self._env is not None:
-            if not self.readonly:
-                self._env.sync(True)
-            self._env.close()
-            self._env = None
+            try:
+                if not self.readonly:
+                    self._env.sync(True)
+            except lmdb.Error as e:
+                raise _one_error(self.path, e, writing=True) from None
+            finally:
+                self._env.close()
+                self._env = None
 
     def __repr__(self) -> str:
         mode = "read-only" if self.readonly else "read-write"

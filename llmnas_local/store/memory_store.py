@@ -6,9 +6,9 @@ object (mutating it changes nothing stored) and equal to what the LMDB store wou
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from llmnas_local.records import Outcome, RunRecord, TrialRecord
+from llmnas_local.records import Outcome, RunRecord, TrialRecord, TrialStatus
 from llmnas_local.store.base import BaseStore, StoreError, stores_outcome, text_hash
 
 
@@ -65,7 +65,8 @@ class MemoryStore(BaseStore):
         run.append(value)
         if trial.arch_hash is not None:
             self._arch.setdefault(trial.arch_hash, []).append((trial.run_id, trial.seq))
-        if okey is not None and okey not in self._outcomes:
+        if okey is not None and (okey not in self._outcomes or (
+                not trial.from_store and Outcome.from_json(json.loads(self._outcomes[okey])).transient)):
             self._outcomes[okey] = _dumps(Outcome(trial.status, trial.metrics, trial.error, trial.timings).to_json())
 
     def trials(self, run_id: str | None = None) -> Iterator[TrialRecord]:
@@ -88,6 +89,14 @@ class MemoryStore(BaseStore):
         self._check_open()
         raw = self._outcomes.get((arch_hash, recipe_hash))
         return None if raw is None else Outcome.from_json(json.loads(raw))
+
+    def forget_outcomes(self, statuses: Iterable[TrialStatus]) -> int:
+        self._check_open()
+        wanted = {int(s) for s in statuses}
+        doomed = [k for k, raw in self._outcomes.items() if json.loads(raw)["status"] in wanted]
+        for k in doomed:
+            del self._outcomes[k]
+        return len(doomed)
 
     # -- texts ----------------------------------------------------------------------------------------------------------
     def put_text(self, text: str) -> str:

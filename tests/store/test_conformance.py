@@ -130,6 +130,30 @@ def test_outcome_first_wins(store):
     assert store.get_outcome("a0", RECIPE).metrics == {VAL_ACC: 70.0}
 
 
+def test_a_transient_outcome_is_replaced_by_the_next_evaluation(store):
+    store.put_run(make_run())
+    killed = "killed by signal 9 (out of memory?)"
+    store.record_trial(make_trial(seq=0, status=TrialStatus.TIMEOUT, metrics={}, error="exceeded the time limit"))
+    store.record_trial(make_trial(seq=1, status=TrialStatus.FAILED, metrics={}, error=killed))
+    assert store.get_outcome("a0", RECIPE).error == killed                  # transient, replaced by a transient
+    store.record_trial(make_trial(seq=2, status=TrialStatus.FAILED, metrics={}, error="kept", from_store=True))
+    assert store.get_outcome("a0", RECIPE).error == killed                  # a copy from the store replaces nothing
+    store.record_trial(make_trial(seq=3, metrics={VAL_ACC: 60.0}))
+    store.record_trial(make_trial(seq=4, status=TrialStatus.FAILED, metrics={}, error=killed))
+    assert store.get_outcome("a0", RECIPE).metrics == {VAL_ACC: 60.0}       # final: the first final one wins
+
+
+def test_forget_outcomes_keeps_trials(store):
+    store.put_run(make_run())
+    for seq, (arch, status) in enumerate([("a", TrialStatus.COMPLETE), ("b", TrialStatus.FAILED),
+                                          ("c", TrialStatus.TIMEOUT), ("d", TrialStatus.INVALID)]):
+        store.record_trial(make_trial(seq=seq, arch=arch, status=status))
+    before = list(store.trials("run-a"))
+    assert store.forget_outcomes([TrialStatus.FAILED, TrialStatus.TIMEOUT]) == 2
+    assert [store.get_outcome(a, RECIPE) is None for a in "abcd"] == [False, True, True, False]
+    assert list(store.trials("run-a")) == before and store.forget_outcomes([TrialStatus.FAILED]) == 0
+
+
 @pytest.mark.parametrize("status", [TrialStatus.DUPLICATE, TrialStatus.PENDING])
 def test_no_outcome_for_duplicate_or_pending(store, status):
     store.put_run(make_run())
