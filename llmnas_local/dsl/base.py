@@ -47,6 +47,19 @@ class Constraints:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """A named part of a design that a one-element edit changes (nb201: an edge; cnn: one key of one section).
+
+    ``name`` is what a model writes (``e4``, ``s2.k``), ``label`` what the part is (``edge 3<-0``), ``value`` its
+    value as written, ``options`` every other value with the child spec it gives, in the language's order."""
+
+    name: str
+    label: str
+    value: str
+    options: tuple[tuple[str, Any], ...]
+
+
 class BaseSpace(abc.ABC):
     """A search space. Subclasses set ``name`` and ``grammar_file`` and implement the abstract methods."""
 
@@ -106,6 +119,11 @@ class BaseSpace(abc.ABC):
         uses :meth:`grammar`) or where ``allowed`` leaves no child."""
         return None
 
+    def slots(self, spec: Any) -> list[Slot] | None:
+        """The named parts of ``spec`` and their one-element edits, for a model that edits a design part by part
+        (``llm-edit``). ``None`` where the space has none."""
+        return None
+
     def subset_grammar(self, allowed: Callable[[Any], bool]) -> str | None:
         """The grammar of the space's strings whose spec ``allowed`` accepts (e.g. valid and not yet evaluated), so
         that decoding cannot repeat what a run knows. ``None`` where the space cannot enumerate its specs (the caller
@@ -120,12 +138,20 @@ class BaseSpace(abc.ABC):
 
     # -- prompts ------------------------------------------------------------------------------------------------
     @abc.abstractmethod
-    def describe(self) -> str:
-        """A short, plain description of the language for prompts."""
+    def describe(self, hints: bool = False) -> str:
+        """A short, plain description of the language for prompts. ``hints=True`` adds what the space's author
+        believes about good designs (domain knowledge that may come from a benchmark): an explicit setting of the
+        proposers, recorded with each run, never on by default."""
 
     @abc.abstractmethod
     def examples(self) -> list[str]:
-        """A few valid strings, for prompts and documentation."""
+        """A few valid strings for documentation (never chosen for their accuracy)."""
+
+    def prompt_examples(self, seed: int, k: int = 4) -> list[str]:
+        """``k`` strings drawn from the space's sampler with a run's seed: what prompts show as examples of the
+        language, so no run is anchored on hand-picked designs."""
+        rng = random.Random(f"prompt-examples:{seed}")
+        return [self.sample(rng) for _ in range(k)]
 
     def sample(self, rng: random.Random) -> str:
         """A string drawn from the grammar (grammar-driven, so it covers the whole language)."""

@@ -19,7 +19,7 @@ import math
 import random
 from typing import ClassVar, Optional
 
-from llmnas_local.dsl.base import BaseSpace, Constraints, DslError, SemanticError, register_space
+from llmnas_local.dsl.base import BaseSpace, Constraints, DslError, SemanticError, Slot, register_space
 
 # -- the language's value tables (mirror grammars/cnn.ebnf): key prefix -> ((text, value), ...) ---------------------
 _INTS = lambda *vs: tuple((str(v), v) for v in vs)  # noqa: E731
@@ -331,6 +331,25 @@ def mutate_cnn(spec: CnnSpec, rng: random.Random, tries: int = 32) -> CnnSpec:
     return dataclasses.replace(spec, stem=dataclasses.replace(spec.stem, act=act))
 
 
+def slots_cnn(spec: CnnSpec) -> list[Slot]:
+    """Every key of every section as a slot: ``stem.k``, ``s1.r`` .. ``s<i>.<key>`` (stage i, 1-based), ``head.c``;
+    values as the key writes them (``s2.k`` = ``5``). The stage's family and the number of stages are not slots."""
+    out: list[Slot] = []
+
+    def add(name: str, label: str, part: object, fields: tuple[_Field, ...], rebuild) -> None:
+        for f in fields:
+            current = getattr(part, f.attr)
+            out.append(Slot(f"{name}.{f.prefix}", f"{label} {f.attr}", f.text(current)[len(f.prefix):], tuple(
+                (text, rebuild(dataclasses.replace(part, **{f.attr: v}))) for text, v in VALUES[f.table] if v != current)))
+
+    add("stem", "stem", spec.stem, STEM_FIELDS, lambda p: dataclasses.replace(spec, stem=p))
+    for i, st in enumerate(spec.stages):
+        add(f"s{i + 1}", f"stage {i + 1} ({st.block})", st, FAMILIES[st.block],
+            lambda p, i=i: dataclasses.replace(spec, stages=spec.stages[:i] + (p,) + spec.stages[i + 1:]))
+    add("head", "head", spec.head, HEAD_FIELDS, lambda p: dataclasses.replace(spec, head=p))
+    return out
+
+
 # -- prompts ------------------------------------------------------------------------------------------------------
 def _vals(table: str) -> str:
     return "|".join(text for text, _ in VALUES[table])
@@ -398,13 +417,16 @@ class CnnSpace(BaseSpace):
     def mutate(self, spec: CnnSpec, rng: random.Random) -> CnnSpec:
         return mutate_cnn(spec, rng)
 
+    def slots(self, spec: CnnSpec) -> list[Slot]:
+        return slots_cnn(spec)
+
     def prefix_guard(self, constraints: Constraints):
         from llmnas_local.dsl.cnn_cost import cnn_prefix_guard
 
         return cnn_prefix_guard(constraints)
 
-    def describe(self) -> str:
-        return DESCRIPTION
+    def describe(self, hints: bool = False) -> str:
+        return DESCRIPTION     # the language only: the space has no hints
 
     def examples(self) -> list[str]:
         return list(EXAMPLES)

@@ -17,7 +17,7 @@ import itertools
 import random
 import typing
 
-from llmnas_local.dsl.base import BaseSpace, Constraints, DslError, SemanticError, register_space
+from llmnas_local.dsl.base import BaseSpace, Constraints, DslError, SemanticError, Slot, register_space
 
 if typing.TYPE_CHECKING:
     import torch.nn as nn
@@ -174,6 +174,16 @@ def network_signature(ops: typing.Sequence[str], *, strict_zero: bool = False) -
                for perm in itertools.permutations(range(len(shared))))
 
 
+# The first four valid draws of the cell sampler (random.Random(0)) that are below the table's median validation
+# accuracy on every preset (CIFAR-10, CIFAR-100; 200 and 12 epochs): a rule, not a choice.
+_EXAMPLES = (
+    "|avg_pool_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|avg_pool_3x3~2|",
+    "|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|none~0|avg_pool_3x3~1|none~2|",
+    "|skip_connect~0|+|nor_conv_1x1~0|none~1|+|skip_connect~0|avg_pool_3x3~1|skip_connect~2|",
+    "|nor_conv_1x1~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+)
+
+
 @functools.lru_cache(maxsize=1)
 def _representatives() -> dict[str, tuple[str, ...]]:
     """signature -> the smallest cell (ops compared by their rank in ``OPS``, edges in text order) that has it."""
@@ -273,8 +283,14 @@ class Nb201Space(BaseSpace):
         with the 15,625 in."""
         return _subset_grammar([ops for ops in itertools.product(OPS, repeat=len(EDGES)) if allowed(Nb201Spec(ops))])
 
-    def describe(self) -> str:
-        return (
+    def slots(self, spec: Nb201Spec) -> list[Slot]:
+        """The six edges, ``e1``..``e6`` in text order, each with the four other ops."""
+        return [Slot(f"e{k + 1}", f"edge {to}<-{frm}", spec.ops[k],
+                     tuple((op, Nb201Spec(spec.ops[:k] + (op,) + spec.ops[k + 1:])) for op in OPS if op != spec.ops[k]))
+                for k, (to, frm) in enumerate(EDGES)]
+
+    def describe(self, hints: bool = False) -> str:
+        text = (
             "A NAS-Bench-201 cell: a small DAG with nodes 0 (cell input) to 3 (cell output). Each node j is the sum of "
             "one operation applied to every earlier node i. The network stacks 5 cells at 16 channels, a stride-2 "
             "residual block, 5 cells at 32, another, 5 cells at 64, then global pooling and a linear classifier; only "
@@ -282,18 +298,17 @@ class Nb201Space(BaseSpace):
             "Write the cell as |op~0|+|op~0|op~1|+|op~0|op~1|op~2| : the first group is node 1 (edge from node 0), the "
             "second node 2 (edges from nodes 0 and 1), the third node 3 (edges from nodes 0, 1 and 2).\n"
             "Operations: none (no edge, outputs zeros), skip_connect (identity), nor_conv_1x1 and nor_conv_3x3 "
-            "(ReLU, convolution, batch norm), avg_pool_3x3 (3x3 average pooling, stride 1).\n"
-            "What tends to matter: 3x3 convolutions carry most of the accuracy; a skip_connect from node 0 to node 3 "
-            "(a residual path) helps; many pools or skips with few convolutions score low; a cell whose node 3 cannot "
-            "be reached from node 0 without passing 'none' outputs zeros and is rejected. Edges that lead nowhere are "
-            "wasted: the same cell with them set to none is the same network."
+            "(ReLU, convolution, batch norm), avg_pool_3x3 (3x3 average pooling, stride 1). A cell whose node 3 "
+            "cannot be reached from node 0 without passing 'none' outputs zeros and is rejected."
         )
+        if hints:   # the author's beliefs, partly learnt from the benchmark itself: a recorded setting, off by default
+            text += ("\nWhat tends to matter: 3x3 convolutions carry most of the accuracy; a skip_connect from node 0 "
+                     "to node 3 (a residual path) helps; many pools or skips with few convolutions score low. Edges "
+                     "that lead nowhere are wasted: the same cell with them set to none is the same network.")
+        return text
 
     def examples(self) -> list[str]:
-        """Valid, unremarkable cells (none near the benchmark's top, so prompts do not leak the answer)."""
-        return [
-            "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|",   # ResNet-like
-            "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|none~1|avg_pool_3x3~2|",
-            "|nor_conv_1x1~0|+|skip_connect~0|nor_conv_3x3~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_1x1~2|",
-            "|avg_pool_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|nor_conv_1x1~1|none~2|",
-        ]
+        """Valid cells for documentation, each below the table's median validation accuracy on CIFAR-10 and
+        CIFAR-100 (tests/dsl/test_nb201.py checks it against the shared table), so they show the notation, not an
+        answer. Prompts draw theirs from the sampler with the run's seed (:meth:`prompt_examples`)."""
+        return list(_EXAMPLES)

@@ -6,6 +6,7 @@ import functools
 import importlib.resources
 import string
 
+from llmnas_local.memory.edits import Edit, SlotRecord
 from llmnas_local.memory.feedback import Elite, Triple
 
 
@@ -84,3 +85,29 @@ def generator_messages(ctx: PromptContext, diagnosis: dict[str, str] | None = No
 def mutator_messages(ctx: PromptContext, parent: str, parent_val: float) -> list[dict[str, str]]:
     """The LLM as the mutation operator of an evolutionary loop: writes a child of ``parent``."""
     return _fill("mutator", ctx, parent=parent, parent_val=f"{parent_val:.2f}")
+
+
+def _edit_memory(records: tuple[SlotRecord, ...], edits: tuple[Edit, ...]) -> str:
+    """The edit memory as prompt text ("" when the memory is off): the last edits, then each part's record, the part
+    whose best edit gained most first."""
+    out = []
+    if edits:
+        out.append("\nLast edits, oldest first:")
+        out += [f"{e.slot} {e.old} -> {e.new}: {e.outcome}" for e in edits]
+    if records:
+        out.append("\nEach part's edits in this run, best first:")
+        ranked = sorted(records, key=lambda r: -(r.best_delta if r.best_delta is not None else -1e9))
+        for r in ranked:
+            best = "no completed edit" if r.best_delta is None else f"best -> {r.best_value} ({r.best_delta:+.2f})"
+            mean = "" if r.mean_delta is None else f", mean {r.mean_delta:+.2f}"
+            out.append(f"{r.slot}: {best}; {r.edits} edits, {r.better} better{mean}")
+    return "\n".join(out) + "\n" if out else ""
+
+
+def editor_messages(ctx: PromptContext, parent_val: float, parts: list[str], records: tuple[SlotRecord, ...] = (),
+                    edits: tuple[Edit, ...] = ()) -> list[dict[str, str]]:
+    """The editing role (``llm-edit``): names the parent's weak part and its new value, given the edit memory.
+    What changes from call to call (memory, parent) comes last, so consecutive prompts share the longest prefix
+    (the backend's cache)."""
+    return _fill("editor", ctx, parent_val=f"{parent_val:.2f}", parts="\n".join(parts),
+                 memory=_edit_memory(records, edits))

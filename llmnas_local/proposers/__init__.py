@@ -50,6 +50,19 @@ def create_llm_evolution_proposer(llm: str = "transformers", model: str | None =
     return LLMEvolutionProposer(backend, cfg, model_name=model)
 
 
+def create_llm_edit_proposer(llm: str = "transformers", model: str | None = "smollm2", *, backend=None,
+                             base_url: str | None = None, backend_settings: dict[str, Any] | None = None,
+                             **config: Any) -> BaseProposer:
+    """Regularized evolution whose edits the model chooses (``llm-edit``); arguments as
+    :func:`create_llm_proposer`, ``config`` holds :class:`LLMEditConfig` fields."""
+    from llmnas_local.proposers.llm_edit import LLMEditConfig, LLMEditProposer
+
+    cfg = LLMEditConfig(**config)
+    if backend is None:
+        backend = _create_backend(llm, model, base_url, backend_settings)
+    return LLMEditProposer(backend, cfg, model_name=model)
+
+
 def _backend_class(llm: str):
     from llmnas_local.llm import BACKENDS, BackendError
 
@@ -67,7 +80,7 @@ def _create_backend(llm: str, model: str | None, base_url: str | None, backend_s
     return create_backend(llm, model=model, **settings)
 
 
-LLM_PROPOSERS = ("llm", "llm-evo")     # proposers that take a backend (``backend=``, ``llm=``, ``model=``)
+LLM_PROPOSERS = ("llm", "llm-evo", "llm-edit")     # proposers that take a backend (``backend=``, ``llm=``, ``model=``)
 
 
 def _register_builtin() -> None:
@@ -78,6 +91,7 @@ def _register_builtin() -> None:
     register_proposer("evolution", EvolutionProposer)
     register_proposer("llm", create_llm_proposer)
     register_proposer("llm-evo", create_llm_evolution_proposer)
+    register_proposer("llm-edit", create_llm_edit_proposer)
 
 
 _register_builtin()

@@ -39,9 +39,9 @@ class EvolutionProposer(BaseProposer):
         alive = history.completed[-self.population:]
         if len(alive) < self.population:            # warm-up: random members until the population is full
             return [Proposal(history.space.sample(rng)) for _ in range(n)]
-        return [self._offspring(history, alive, rng) for _ in range(n)]
+        return [self.offspring(history, alive, rng) for _ in range(n)]
 
-    def _offspring(self, history: HistoryView, alive, rng: random.Random) -> Proposal:
+    def offspring(self, history: HistoryView, alive, rng: random.Random) -> Proposal:
         """Tournament (contestants drawn with replacement, as in Real et al.'s code), then a one-element mutation.
         A child the run already knows is drawn again, up to ``MAX_REDRAWS`` times; after that the walk goes on from
         the last child (two or more mutations), so a population whose neighbours are all known does not stall."""

@@ -232,11 +232,43 @@ def test_subset_grammar_is_exactly_the_allowed_cells():
 def test_prompt_material():
     text = SPACE.describe()
     assert all(op in text for op in OPS) and "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|" in text
+    assert "What tends to matter" not in text and "3x3 convolutions carry" not in text    # the language only
+    assert SPACE.describe(hints=True).startswith(text) and "What tends to matter" in SPACE.describe(hints=True)
     examples = SPACE.examples()
-    assert RESNET in examples and 3 <= len(examples) <= 5
+    assert RESNET not in examples and 3 <= len(examples) <= 5
     for ex in examples:
         SPACE.check(SPACE.parse(ex), Constraints())
     assert len({canon(ex) for ex in examples}) == len(examples)
+
+
+def test_prompt_examples_are_the_samplers_per_run():
+    a, b = SPACE.prompt_examples(0), SPACE.prompt_examples(1)
+    assert a == SPACE.prompt_examples(0) and a != b and len(a) == 4
+    rng = random.Random("prompt-examples:0")
+    assert a == [SPACE.sample(rng) for _ in range(4)]      # drawn, never chosen by accuracy
+
+
+def test_examples_are_below_the_tables_median(nb201_csv):
+    """No example is a hint: each is below the median validation accuracy of every preset of the shared table."""
+    import statistics
+
+    with open(nb201_csv, newline="") as f:
+        rows = {r["arch_str"]: r for r in csv.DictReader(f)}
+    for column in ("c10valid_val_acc_200ep", "c100_val_acc_200ep", "c10valid_val_acc_12ep", "c100_val_acc_12ep"):
+        median = statistics.median(float(r[column]) for r in rows.values())
+        for ex in SPACE.examples():
+            assert float(rows[ex][column]) < median, (ex, column)
+
+
+def test_slots_are_the_six_edges():
+    spec = SPACE.parse(RESNET)
+    slots = SPACE.slots(spec)
+    assert [s.name for s in slots] == ["e1", "e2", "e3", "e4", "e5", "e6"]
+    assert slots[3].label == "edge 3<-0" and slots[3].value == "skip_connect"
+    for k, slot in enumerate(slots):
+        assert [v for v, _ in slot.options] == [op for op in OPS if op != spec.ops[k]]
+        for value, child in slot.options:
+            assert child.ops[k] == value and child.ops[:k] + child.ops[k + 1:] == spec.ops[:k] + spec.ops[k + 1:]
 
 
 def test_grammar_samples_parse():

@@ -56,7 +56,7 @@ class TinySpace(BaseSpace):
     def mutate(self, spec: TinySpec, rng: random.Random) -> TinySpec:
         return dataclasses.replace(spec, width=spec.width * 2)
 
-    def describe(self) -> str:
+    def describe(self, hints: bool = False) -> str:
         return "tiny_c<width>_<fault>"
 
     def examples(self) -> list[str]:

@@ -1,0 +1,171 @@
+"""``llm-edit``: regularized evolution in which the model chooses the edit.
+
+The backbone is :class:`~llmnas_local.proposers.evolution.EvolutionProposer`'s: an ageing population of the last
+``population`` completed evaluations, tournament selection, random members until the population is full (the same
+draws as evolution's, so a seed's warm-up is evolution's). Each child is then made one of two ways:
+
+- with probability ``epsilon``, evolution's own uniform one-element mutation, so the proposer's worst case stays
+  close to evolution's;
+- otherwise the tournament's winner is shown to the model part by part (the space's named slots: nb201's six edges,
+  the keys of each cnn section) with the edit memory, and the model writes ``weak part: <slot>`` then
+  ``new value: <value>`` under a grammar that admits only edits giving a valid child the run has not evaluated.
+
+The memory (:mod:`llmnas_local.memory.edits`) is the method's diagnostic triple at the level of edits -- the part the
+model named as weak (problem), its new value (modification), the child's change in validation accuracy against its
+parent (outcome) -- for the last ``window`` edits, plus each slot's record in this run. ``window=0, slot_stats=False``
+is the same proposer with no memory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+import time
+from typing import Any, TYPE_CHECKING
+
+from llmnas_local.dsl import SemanticError
+from llmnas_local.llm.base import Constraint
+from llmnas_local.memory.edits import EditMemory
+from llmnas_local.memory.feedback import DIAGNOSIS
+from llmnas_local.prompts import PromptContext, editor_messages
+from llmnas_local.proposers.base import BaseProposer, Proposal
+from llmnas_local.proposers.evolution import EvolutionProposer, tournament_winner
+from llmnas_local.records import VAL_ACC
+
+if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
+    from llmnas_local.search.history import HistoryView
+
+_ANSWER = re.compile(r"weak part: (\S+)\nnew value: (\S+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMEditConfig:
+    """Settings of ``llm-edit``. All are part of the run's identity."""
+
+    population: int = 10
+    tournament: int = 3
+    epsilon: float = 0.5            # share of children made by evolution's random mutation instead of the model
+    window: int = 5                 # K: last edits shown (the diagnostic triples)
+    slot_stats: bool = True         # each slot's record in this run
+    hints: bool = False             # the space's domain hints in the description (benchmark knowledge: off)
+    temperature: float = 0.7
+    top_p: float = 0.95
+    candidates: int = 1             # edits per call, drawn without replacement where the backend can
+    max_tokens: int = 48
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.tournament <= self.population:
+            raise ValueError(f"tournament ({self.tournament}) must be between 1 and the population ({self.population})")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        if self.window < 0 or self.candidates < 1:
+            raise ValueError("window must be >= 0 and candidates >= 1")
+
+
+class LLMEditProposer(BaseProposer):
+    name = "llm-edit"
+    MAX_REDRAWS = 50     # tournaments tried for a parent with an allowed edit
+
+    def __init__(self, backend, config: LLMEditConfig = LLMEditConfig(), model_name: str | None = None):
+        self.backend, self.config = backend, config
+        self.model_name = model_name or str(backend.model)
+        self.memory = EditMemory(config.window, config.slot_stats)
+        self._evolution = EvolutionProposer(config.population, config.tournament)
+        self._facts: dict[Any, str | None] = {}      # child spec -> its hash, or None if it fails the checks
+
+    def settings(self) -> dict[str, Any]:
+        s = dataclasses.asdict(self.config)
+        s["backend"], s["model"], s["tournament_draw"] = self.backend.name, self.model_name, "with_replacement"
+        return s
+
+    def propose(self, history: HistoryView, n: int, rng: random.Random) -> list[Proposal]:
+        alive = history.completed[-self.config.population:]
+        if len(alive) < self.config.population:            # warm-up: evolution's random members, same draws
+            return [Proposal(history.space.sample(rng)) for _ in range(n)]
+        if rng.random() < self.config.epsilon:
+            return [self._evolution.offspring(history, alive, rng)]
+        parent, edits = self._parent_and_edits(history, alive, rng)
+        if parent is None:                                  # every tried parent's children are known: evolution's walk
+            return [self._evolution.offspring(history, alive, rng)]
+        return self._ask_model(history, parent, edits, rng)
+
+    # -- the model's edit -------------------------------------------------------------------------------------------
+    def _ask_model(self, history: HistoryView, parent, edits: dict, rng: random.Random) -> list[Proposal]:
+        t0 = time.perf_counter()
+        space, caps = history.space, history.constraints
+        slots = space.slots(space.parse(parent.raw))
+        made = self.memory.edits(history) if self.memory.enabled else []
+        ctx = PromptContext(task=history.task or "image classification", description=space.describe(self.config.hints),
+                            examples=(), elites=(), triples=(), max_params_m=caps.max_params_m,
+                            max_flops_m=caps.max_flops_m)
+        messages = editor_messages(ctx, parent.metrics[VAL_ACC],
+                                   [f"{s.name} ({s.label}) = {s.value}" for s in slots],
+                                   tuple(self.memory.by_slot(made)), tuple(self.memory.recent(made)))
+        [gen] = self.backend.generate([messages], Constraint(grammar=edit_grammar(edits)), n=self.config.candidates,
+                                      max_tokens=self.config.max_tokens, temperature=self.config.temperature,
+                                      top_p=self.config.top_p, seed=rng.randrange(2**31),
+                                      distinct=self.config.candidates > 1 and self.backend.samples_distinct)
+        share = (time.perf_counter() - t0) / max(1, len(gen.completions))
+        labels = {s.name: s for s in slots}
+        meta = {"backend": self.backend.name, "model": str(self.backend.model), "call_id": rng.randrange(2**62),
+                "prompt": json.dumps(messages, ensure_ascii=False), "tokens_in": gen.tokens_in, "gen_s": gen.gen_s,
+                "temperature": self.config.temperature}
+        out = []
+        for c in gen.completions:
+            m = _ANSWER.fullmatch(c.text.strip())
+            child = edits.get((m.group(1), m.group(2))) if m else None
+            record = {**meta, "raw_output": c.text, "tokens_out": c.tokens_out, "finish_reason": c.finish_reason}
+            if child is None:    # cut off or malformed: recorded as an invalid proposal with the model's text
+                out.append(Proposal(c.text.strip(), parent_hash=parent.arch_hash, llm=record, propose_s=share))
+                continue
+            slot, value = m.group(1), m.group(2)
+            record["edit"] = {"slot": slot, "value": value}
+            record[DIAGNOSIS] = {"problem": f"{slot} ({labels[slot].label}) = {labels[slot].value}",
+                                 "modification": f"{slot} -> {value}"}
+            out.append(Proposal(space.format(child), parent_hash=parent.arch_hash, llm=record, propose_s=share))
+        return out
+
+    def _parent_and_edits(self, history: HistoryView, alive, rng: random.Random):
+        """The tournament's winner and its allowed edits ``{(slot, value): child spec}``: children that pass the
+        space's checks and caps and that the run has not evaluated. A parent with none is replaced by a fresh
+        tournament, ``MAX_REDRAWS`` times; then ``(None, {})``."""
+        space = history.space
+        guard = space.prefix_guard(history.constraints)
+        for _ in range(self.MAX_REDRAWS):
+            parent = tournament_winner(alive, self.config.tournament, rng)
+            slots = space.slots(space.parse(parent.raw))
+            if slots is None:
+                raise ValueError(f"llm-edit needs a space with named slots; {space.name} has none")
+            edits = {}
+            for slot in slots:
+                for value, child in slot.options:
+                    arch_hash = self._fact(space, history.constraints, guard, child)
+                    if arch_hash is not None and not history.is_known(arch_hash):
+                        edits[(slot.name, value)] = child
+            if edits:
+                return parent, edits
+        return None, {}
+
+    def _fact(self, space, constraints, guard, spec) -> str | None:
+        if spec not in self._facts:
+            try:
+                space.check(spec, constraints)
+                ok = guard is None or guard(space.format(spec))
+            except SemanticError:
+                ok = False
+            self._facts[spec] = space.arch_hash(spec) if ok else None
+        return self._facts[spec]
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def edit_grammar(edits: dict[tuple[str, str], Any]) -> str:
+    """EBNF of the answers ``weak part: <slot>\\nnew value: <value>`` for exactly the allowed ``(slot, value)``
+    pairs (``edits``' keys, slots in their first order)."""
+    values: dict[str, list[str]] = {}
+    for slot, value in edits:
+        values.setdefault(slot, []).append(value)
+    alternatives = [f'"{slot}\\nnew value: " (' + " | ".join(f'"{v}"' for v in vs) + ")" for slot, vs in values.items()]
+    return 'root ::= "weak part: " (\n    ' + "\n  | ".join(alternatives) + "\n)\n"
