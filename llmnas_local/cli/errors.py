@@ -16,6 +16,23 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+class SearchError(click.ClickException):
+    """A search that could not produce a result (disk full, no worker, nothing completed): one line, exit code 1."""
+
+    exit_code = 1
+
+
+def ignore_further_interrupts() -> None:
+    """After a first Ctrl-C or SIGTERM, ignore the next ones while the command stops (within seconds): a second one
+    would interrupt the clean-up and print a traceback. Only the main thread can set handlers."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn user errors raised by a command into ``Error: <one line>`` and exit code 2."""
 

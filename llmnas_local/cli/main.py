@@ -1,7 +1,10 @@
 """``llmnas``: the command line. Heavy modules are imported inside commands so that ``--help`` is instant."""
 from __future__ import annotations
 
+import errno
+import os
 import signal
+import sys
 import threading
 
 import click
@@ -13,7 +16,33 @@ from llmnas_local.cli.search_cmd import search
 from llmnas_local.cli.store_cmd import export, show, store_group, top
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """The group; an output that cannot be written (a full disk behind ``> file``, ``/dev/full``) is one line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            result = super().invoke(ctx)
+            sys.stdout.flush()
+            return result
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+                raise
+            _silence_stdout()
+            raise click.ClickException(f"cannot write the output: {e.strerror or e}; what a search recorded is in "
+                                       f"its store; free space and rerun the command") from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit does not fail again with a traceback."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="llmnas_local")
 def cli() -> None:
     """Offline neural architecture search driven by a local open-weight LLM."""

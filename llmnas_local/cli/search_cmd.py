@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from llmnas_local.cli.errors import UserError, user_errors
+from llmnas_local.cli.errors import SearchError, UserError, ignore_further_interrupts, user_errors
 
 DEFAULT_STORE = "runs/default"
 
@@ -87,8 +87,9 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
     from llmnas_local.proposers import create_proposer
+    from llmnas_local.evaluators.worker import WorkerStartError
     from llmnas_local.search import Search, SearchStalled
-    from llmnas_local.store import open_store
+    from llmnas_local.store import StoreFullError, open_store
 
     sp = get_space(space)
     if space != "nb201":
@@ -142,21 +143,30 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
         if done:
             click.echo(f"resuming run {study.run_id}: {done} evaluations already in {store}", err=True)
         progress = _Progress(study, budget, disable=quiet)
+        safe = lambda: f"{len(study.history)} trials of run {study.run_id} are safe in {store}"  # noqa: E731
         try:
             best = study.run(budget, workers=workers, callback=progress.update)
         except SearchStalled as e:
             progress.close()
             raise UserError(str(e))
         except KeyboardInterrupt:
+            ignore_further_interrupts()       # a second Ctrl-C or SIGTERM would interrupt the clean-up
             progress.close()
             click.echo(f"interrupted: {study.num_evaluated} evaluations are safe in {store}; "
                        f"run the same command to resume", err=True)
             sys.exit(130)
+        except StoreFullError as e:
+            progress.close()
+            raise SearchError(f"{e}; {safe()}: free space and rerun the same command to resume")
+        except WorkerStartError as e:
+            progress.close()
+            raise SearchError(f"{e}; {safe()}: free memory (fewer --workers, a smaller --train-size) and rerun the "
+                              f"same command to resume")
         finally:
             evaluator.close()
             prop.close()
         progress.close()
-        _report(study, best, store)
+        _report(study, best, store, _no_result_hint(space, timeout, caps))
 
 
 def _threads_per_worker(workers: int) -> int | None:
@@ -166,15 +176,25 @@ def _threads_per_worker(workers: int) -> int | None:
     return None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
 
 
-def _report(study, best, store: str) -> None:
+def _no_result_hint(space: str, timeout: float, caps: dict) -> str:
+    """What to change when no architecture completed, for the errors that can cause it."""
+    hints = [] if space == "nb201" else [f"a longer --timeout (now {timeout:g} s)",
+                                         "shorter trainings (--train-size, --epochs, --input-size)"]
+    if any(v is not None for v in caps.values()):
+        hints.append("looser caps (--max-params-m, --max-flops-m)")
+    return "; try " + ", ".join(hints) if hints else ""
+
+
+def _report(study, best, store: str, hint: str = "") -> None:
     from llmnas_local.records import TEST_ACC, VAL_ACC
 
     counts = study.counts()
     click.echo(f"run {study.run_id}: {study.num_evaluated} evaluations; " +
                ", ".join(f"{k} {v}" for k, v in counts.items()))
     if best is None:
-        click.echo("no architecture completed an evaluation")
-        return
+        raise SearchError(f"no architecture completed an evaluation (" +
+                          ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "complete") +
+                          f"); the errors are in llmnas export {store}{hint}")
     m = best.metrics
     test = f", test_acc {m[TEST_ACC]:.2f}" if TEST_ACC in m else ""
     click.echo(f"best (by validation): val_acc {m[VAL_ACC]:.2f}{test}  {best.canonical}")

@@ -10,6 +10,11 @@ Sources (``DataSpec.source``):
   official ``.tar.gz`` of one;
 - an ``.npz`` with ``x_train, y_train, x_test, y_test`` (NHWC or NHW uint8) and optionally ``classes``.
 
+Every file is untrusted input: CIFAR batches are read by an unpickler that admits only what the format holds (dicts,
+lists, bytes, numpy arrays: no other global, so a crafted batch cannot run code), and a file that cannot be read
+(a truncated or non-gzip archive, an undecodable image, a bad .npz, labels that are not 0..K-1, an empty class
+folder) is a one-line ``ValueError`` naming it.
+
 Decoding is slow for image files, so the decoded arrays are cached as an uncompressed ``.npz`` in ``cache_dir``
 (default ``$LLMNAS_CACHE_DIR`` or ``~/.cache/llmnas/data``), keyed by the source's path, size and mtime and the
 resolution. The fingerprint that goes into recipes is a sha256 of the decoded content, so it does not depend on where
@@ -21,6 +26,7 @@ validation split, the rest the training split; ``train_size``/``val_size`` then 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -30,6 +36,8 @@ import os
 import pickle
 import tarfile
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -139,7 +147,7 @@ def _load_raw(spec: DataSpec) -> _Raw:
                              f".tar.gz, a CIFAR python folder or an .npz file")
         name, stamp, resolution = _stem(root), root.resolve(), spec.resolution
         if root.is_file() and root.name.lower().endswith(".npz"):     # already arrays: nothing to cache
-            return _finish(_load_npz(root), resolution)
+            return _finish(_load_npz(root), resolution, root)
     cache = _cache_file(spec, name, stamp, resolution)
     if cache is not None and cache.exists():
         try:
@@ -154,7 +162,7 @@ def _load_raw(spec: DataSpec) -> _Raw:
         fmt, where = _detect(root)
         raw = _LOADERS[fmt](where, resolution)
         raw.name, raw.format = name, fmt
-    raw = _finish(raw, resolution)
+    raw = _finish(raw, resolution, root or name)
     if cache is not None:
         _write_cache(cache, raw)
     return raw
@@ -175,27 +183,48 @@ def _write_cache(cache: Path, raw: _Raw) -> None:
         warnings.warn(f"could not write the data cache {cache}: {e}", stacklevel=3)
 
 
-def _finish(raw: _Raw, resolution: int | None) -> _Raw:
-    """Resize if asked, check shapes and labels, and fingerprint the content."""
+def _labels(y: Any, where: object, split: str) -> np.ndarray:
+    """Labels as int64, refusing what is not an integer (text, fractions, NaN)."""
+    try:
+        a = np.asarray(y).reshape(-1)
+        if a.dtype.kind == "f" and not (np.isfinite(a).all() and (a == np.round(a)).all()):
+            raise ValueError("not whole numbers")
+        if a.dtype.kind not in "iuf" and a.size:
+            raise ValueError(f"of type {a.dtype}")
+        return a.astype(np.int64)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{where}: the {split} labels are not integers ({_short(e)})") from None
+
+
+def _finish(raw: _Raw, resolution: int | None, where: object) -> _Raw:
+    """Resize if asked, check shapes and labels, and fingerprint the content. ``where`` names the source in errors."""
     xs = []
     for x in (raw.x_train, raw.x_test):
         x = np.asarray(x)
         if x.ndim == 3:
             x = x[..., None]
         if x.ndim != 4 or x.dtype != np.uint8:
-            raise ValueError(f"{raw.name}: images must be uint8 (N,H,W[,C]), got {x.dtype} {x.shape}")
+            raise ValueError(f"{where}: images must be uint8 (N,H,W[,C]), got {x.dtype} {x.shape}")
+        if 0 in x.shape:
+            raise ValueError(f"{where}: no images (shape {x.shape})")
         if resolution is not None and x.shape[1:3] != (resolution, resolution):
             x = _resize(x, resolution)
         xs.append(np.ascontiguousarray(x))
     x_train, x_test = xs
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(f"{raw.name}: train images {x_train.shape[1:]} and test images {x_test.shape[1:]} differ")
-    y_train, y_test = (np.asarray(y, dtype=np.int64).reshape(-1) for y in (raw.y_train, raw.y_test))
+        raise ValueError(f"{where}: train images {x_train.shape[1:]} and test images {x_test.shape[1:]} differ")
+    y_train, y_test = _labels(raw.y_train, where, "train"), _labels(raw.y_test, where, "test")
     if len(y_train) != len(x_train) or len(y_test) != len(x_test):
-        raise ValueError(f"{raw.name}: {len(x_train)}/{len(x_test)} images but {len(y_train)}/{len(y_test)} labels")
-    classes = raw.classes or tuple(str(i) for i in range(int(max(y_train.max(), y_test.max())) + 1))
-    if min(y_train.min(), y_test.min()) < 0 or max(y_train.max(), y_test.max()) >= len(classes):
-        raise ValueError(f"{raw.name}: labels outside 0..{len(classes) - 1}")
+        raise ValueError(f"{where}: {len(x_train)}/{len(x_test)} images but {len(y_train)}/{len(y_test)} labels")
+    low, high = int(min(y_train.min(), y_test.min())), int(max(y_train.max(), y_test.max()))
+    if not raw.classes:           # no class names: the labels must be 0..K-1, each with training images
+        present = np.unique(y_train)
+        if low < 0 or len(present) != high + 1:
+            raise ValueError(f"{where}: labels must be 0..K-1 with training images for each, got {len(present)} "
+                             f"distinct training labels from {low} to {high}")
+    classes = raw.classes or tuple(str(i) for i in range(high + 1))
+    if low < 0 or high >= len(classes):
+        raise ValueError(f"{where}: labels outside 0..{len(classes) - 1} (from {low} to {high})")
     h = hashlib.sha256(json.dumps([list(classes), x_train.shape, x_test.shape]).encode())
     for a in (x_train, y_train, x_test, y_test):
         h.update(memoryview(a).cast("B"))
@@ -254,7 +283,7 @@ def _detect(path: Path) -> tuple[str, Path]:
     if path.is_file():
         if not path.name.lower().endswith((".tar.gz", ".tgz", ".tar")):
             raise ValueError(f"{path}: unknown data format (expected .npz, .tar.gz, .tgz, .tar or a directory)")
-        with tarfile.open(path, "r:*") as tf:            # the layout shows in the first members: peek only
+        with _archive(path) as tf:                       # the layout shows in the first members: peek only
             for i, m in enumerate(tf):
                 if m.isfile() and _cifar_member(m.name):
                     return "cifar-tar", path
@@ -271,6 +300,22 @@ def _detect(path: Path) -> tuple[str, Path]:
             return "cifar", d
     raise ValueError(f"{path}: unknown data format (expected train/ and test/ class folders, "
                      f"a CIFAR python folder, an .npz or a .tar.gz)")
+
+
+def _short(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+@contextlib.contextmanager
+def _archive(path: Path) -> Iterator[tarfile.TarFile]:
+    """An open tar archive; a truncated, non-gzip or otherwise unreadable one is a ValueError naming it (also when
+    it breaks while its members are read, inside the ``with``)."""
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            yield tf
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise ValueError(f"{path}: not a readable tar archive ({_short(e)})") from None
 
 
 def _cifar_member(name: str) -> bool:
@@ -310,12 +355,18 @@ def _load_digits(resolution: int) -> _Raw:
 
 
 def _load_npz(path: Path) -> _Raw:
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
-        if missing:
-            raise ValueError(f"{path}: missing arrays {', '.join(missing)} (has {', '.join(z.files)})")
-        classes = tuple(str(c) for c in z["classes"]) if "classes" in z.files else ()
-        return _Raw(_stem(path), "npz", classes, z["x_train"], z["y_train"], z["x_test"], z["y_test"])
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not hasattr(z, "files"):
+            raise ValueError("a single array, not an archive of arrays")
+        with z:
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
+            if missing:
+                raise ValueError(f"missing arrays {', '.join(missing)} (has {', '.join(z.files)})")
+            classes = tuple(str(c) for c in z["classes"]) if "classes" in z.files else ()
+            return _Raw(_stem(path), "npz", classes, z["x_train"], z["y_train"], z["x_test"], z["y_test"])
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
+        raise ValueError(f"{path}: not a readable .npz of x_train, y_train, x_test, y_test ({_short(e)})") from None
 
 
 def _load_cifar_dir(root: Path, resolution: int | None) -> _Raw:
@@ -324,53 +375,107 @@ def _load_cifar_dir(root: Path, resolution: int | None) -> _Raw:
 
 def _load_cifar_tar(path: Path, resolution: int | None) -> _Raw:
     files: dict[str, bytes] = {}
-    with tarfile.open(path, "r:*") as tf:
+    with _archive(path) as tf:
         for m in tf:
             if m.isfile() and _cifar_member(m.name):
                 files[m.name.rsplit("/", 1)[-1]] = tf.extractfile(m).read()
     return _cifar_from_files({k: (lambda b=b: b) for k, b in files.items()}, path)
 
 
+# What a CIFAR python batch holds besides dicts, lists, str, bytes and ints: numpy arrays (and their dtypes, as pickled
+# by numpy 1 and 2 under every protocol). Any other global is refused before it is looked up, so nothing runs.
+_CIFAR_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}: a CIFAR batch holds only arrays and lists")
+        return super().find_class(module, name)
+
+
+def load_cifar_batch(data: bytes, where: object) -> dict:
+    """A CIFAR python batch (a pickled dict) read without running code: see ``_CIFAR_GLOBALS``."""
+    try:
+        d = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except Exception as e:  # noqa: BLE001 - whatever a malformed pickle raises, it is the file's fault
+        raise ValueError(f"{where}: not a CIFAR python batch ({_short(e)})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: not a CIFAR python batch (a pickled {type(d).__name__}, not a dict)")
+    return {k.decode(errors="replace") if isinstance(k, bytes) else k: v for k, v in d.items()}
+
+
 def _cifar_from_files(files: dict[str, Any], where: Path) -> _Raw:
     def unpickle(key: str) -> dict:
         if key not in files:
             raise ValueError(f"{where}: CIFAR file {key!r} missing")
-        d = pickle.loads(files[key](), encoding="bytes")
-        return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+        d = load_cifar_batch(files[key](), f"{where}/{key}")
+        d["_where"] = f"{where}/{key}"
+        return d
+
+    def field(d: dict, key: str) -> Any:
+        if key not in d:
+            raise ValueError(f"{d['_where']}: no {key!r} in the batch (has {', '.join(map(str, d)).replace('_where, ', '')})")
+        return d[key]
 
     def images(d: dict) -> np.ndarray:
-        return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        try:
+            return np.asarray(field(d, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        except (ValueError, TypeError) as e:
+            if str(e).startswith(d["_where"]):
+                raise
+            raise ValueError(f"{d['_where']}: 'data' is not N x 3072 bytes ({_short(e)})") from None
 
     if "data_batch_1" in files:                                         # CIFAR-10
         batches = [unpickle(f"data_batch_{i}") for i in range(1, 6)]
         test, meta, key, names = unpickle("test_batch"), unpickle("batches.meta"), "labels", "label_names"
-        x_train, y_train = np.concatenate([images(b) for b in batches]), np.concatenate([b[key] for b in batches])
+        x_train = np.concatenate([images(b) for b in batches])
+        y_train = np.concatenate([_labels(field(b, key), b["_where"], "train") for b in batches])
     else:                                                               # CIFAR-100, fine labels
         train, test, meta = unpickle("train"), unpickle("test"), unpickle("meta")
         key, names = "fine_labels", "fine_label_names"
-        x_train, y_train = images(train), np.asarray(train[key])
-    classes = tuple(c.decode() if isinstance(c, bytes) else str(c) for c in meta[names])
-    return _Raw("", "", classes, x_train, y_train, images(test), np.asarray(test[key]))
+        x_train, y_train = images(train), _labels(field(train, key), train["_where"], "train")
+    label_names = field(meta, names)
+    if not isinstance(label_names, (list, tuple)):
+        raise ValueError(f"{meta['_where']}: {names!r} is not a list")
+    classes = tuple(c.decode(errors="replace") if isinstance(c, bytes) else str(c) for c in label_names)
+    return _Raw("", "", classes, x_train, y_train, images(test), _labels(field(test, key), test["_where"], "test"))
 
 
 def _load_imagefolder_dir(root: Path, resolution: int | None) -> _Raw:
     def items() -> Iterator[tuple[str, str, str, bytes]]:
         for split in ("train", "test"):
             for cls_dir in sorted(p for p in (root / split).iterdir() if p.is_dir()):
-                for f in sorted(cls_dir.iterdir()):
-                    if f.suffix.lower() in IMAGE_SUFFIXES:
-                        yield split, cls_dir.name, f.name, f.read_bytes()
+                images = [f for f in sorted(cls_dir.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+                if not images:
+                    raise ValueError(f"{cls_dir}: empty class folder (no {'/'.join(IMAGE_SUFFIXES[:3])}... image)")
+                for f in images:
+                    yield split, cls_dir.name, str(f), f.read_bytes()
 
     return _decode_imagefolder(items(), root, resolution)
 
 
 def _load_imagefolder_tar(path: Path, resolution: int | None) -> _Raw:
     def items() -> Iterator[tuple[str, str, str, bytes]]:
-        with tarfile.open(path, "r:*") as tf:
+        folders: dict[str, bool] = {}          # .../train|test/<class> -> holds an image
+        with _archive(path) as tf:
             for m in tf:
+                parts = m.name.rstrip("/").split("/")
+                if m.isdir() and len(parts) >= 2 and parts[-2] in ("train", "test"):
+                    folders.setdefault("/".join(parts), False)
                 where = _imagefolder_member(m.name) if m.isfile() else None
                 if where:
-                    yield where[0], where[1], m.name, tf.extractfile(m).read()
+                    folders["/".join(parts[:-1])] = True
+                    yield where[0], where[1], f"{path}:{m.name}", tf.extractfile(m).read()
+        empty = sorted(name for name, has in folders.items() if not has)
+        if empty:
+            raise ValueError(f"{path}: empty class folder {empty[0]} (no image)"
+                             + (f", and {len(empty) - 1} more" if len(empty) > 1 else ""))
 
     return _decode_imagefolder(items(), path, resolution)
 
@@ -394,12 +499,15 @@ def _decode_imagefolder(items: Iterable[tuple[str, str, str, bytes]], where: Pat
         entries.sort(key=lambda e: (e[0], e[1]))
         x, shape = None, None
         for i, (cls, name, data) in enumerate(entries):
-            with Image.open(io.BytesIO(data)) as im:
-                mode = mode or ("L" if im.mode in _GREY_MODES else "RGB")
-                im = im.convert(mode)
-                if resolution is not None and im.size != (resolution, resolution):
-                    im = im.resize((resolution, resolution), Image.BILINEAR)
-                a = np.asarray(im)
+            try:
+                with Image.open(io.BytesIO(data)) as im:
+                    mode = mode or ("L" if im.mode in _GREY_MODES else "RGB")
+                    im = im.convert(mode)
+                    if resolution is not None and im.size != (resolution, resolution):
+                        im = im.resize((resolution, resolution), Image.BILINEAR)
+                    a = np.asarray(im)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+                raise ValueError(f"{name}: not a readable image ({_short(e)})") from None
             if x is None:
                 shape = a.shape
                 x = np.empty((len(entries), *a.shape[:2], 1 if mode == "L" else 3), np.uint8)
