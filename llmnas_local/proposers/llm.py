@@ -54,6 +54,7 @@ class LLMProposerConfig:
     max_temperature: float = 1.5    # keeps copying the best design is pushed to explore; derived from the history)
     distinct: bool = False          # a call's candidates sampled without replacement (stochastic beam search), so
                                     # none repeats another; backends with samples_distinct (transformers)
+    hints: bool = False             # the space's domain hints in its description (benchmark knowledge: off)
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
@@ -144,7 +145,8 @@ class LLMProposer(BaseProposer):
 
     def context(self, history: HistoryView) -> PromptContext:
         space, c = history.space, history.constraints
-        return PromptContext(task=history.task or "image classification", description=space.describe(), examples=tuple(space.examples()),
+        return PromptContext(task=history.task or "image classification", description=space.describe(self.config.hints),
+                             examples=tuple(space.prompt_examples(history.seed)),
                              elites=tuple(self.memory.elites(history)), triples=tuple(self.memory.triples(history)),
                              max_params_m=c.max_params_m, max_flops_m=c.max_flops_m)
 

@@ -39,6 +39,7 @@ class LLMEvolutionConfig:
     max_tokens: int = 256
     heat_per_repeat: float = 0.05
     max_temperature: float = 1.5
+    hints: bool = False             # the space's domain hints in its description (benchmark knowledge: off)
 
     def __post_init__(self) -> None:
         if not 1 <= self.tournament <= self.population:
@@ -68,7 +69,8 @@ class LLMEvolutionProposer(BaseProposer):
         t0 = time.perf_counter()
         space, caps = history.space, history.constraints
         parent, grammar = self._parent_and_grammar(history, alive, rng)
-        ctx = PromptContext(task=history.task or "image classification", description=space.describe(), examples=(),
+        ctx = PromptContext(task=history.task or "image classification", description=space.describe(self.config.hints),
+                            examples=(),
                             elites=(), triples=(), max_params_m=caps.max_params_m, max_flops_m=caps.max_flops_m)
         messages = mutator_messages(ctx, parent.raw, parent.metrics[VAL_ACC])
         temperature = heated_temperature(history, self.config.temperature, self.config.heat_per_repeat,

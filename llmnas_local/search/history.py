@@ -13,10 +13,11 @@ class HistoryView:
     """The finished trials of a run, in order, with the look-ups proposers need. Cheap to query at any size."""
 
     def __init__(self, space: BaseSpace, constraints: Constraints, trials: Iterable[TrialRecord] = (),
-                 task: str = ""):
+                 task: str = "", seed: int = 0):
         self.space = space
         self.constraints = constraints
         self.task = task            # one line for prompts: the data set and how candidates are scored
+        self.seed = seed            # the run's seed: what stays fixed over a run (its prompt examples)
         self._trials: list[TrialRecord] = []
         self._known: dict[str, TrialRecord] = {}     # arch_hash -> the trial that evaluated it
         self._complete: list[TrialRecord] = []

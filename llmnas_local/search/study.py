@@ -84,7 +84,7 @@ class Search:
                              f"(space {run.space}, proposer {run.proposer}, seed {run.seed}); use another run id")
         self.run_record = run
         self.history = HistoryView(space, evaluator.constraints, store.trials(self.run_id),
-                                   task=evaluator.describe_task())
+                                   task=evaluator.describe_task(), seed=seed)
         self._queue: collections.deque[Proposal] = collections.deque()
         self._pending: dict[str, PendingTrial] = {}
         latest = {t.arch_hash: t for t in self.history.trials if t.status.evaluated}

@@ -172,3 +172,21 @@ def test_distinct_candidates_are_asked_for_and_part_of_the_run_identity():
     assert "distinct" not in LLMProposer(backend, LLMProposerConfig()).settings()   # stored runs keep their identity
     with pytest.raises(ValueError, match="distinct candidates need a backend"):
         LLMProposer(FakeBackend(CELLS), LLMProposerConfig(distinct=True))
+
+
+def test_prompts_state_the_language_and_the_runs_own_examples():
+    """Leak-free protocol: no hints unless asked for (and then recorded), examples drawn from the sampler per run."""
+    space = get_space("nb201")
+    prompts = {}
+    for seed in (0, 1):
+        backend = FakeBackend(CELLS)
+        study = Search(space, LLMProposer(backend, LLMProposerConfig(candidates=5)), FakeScoreEvaluator(),
+                       MemoryStore(), seed=seed)
+        study.run(budget=2)
+        prompts[seed] = backend.calls[1][0][0][-1]["content"]
+        assert all(ex in prompts[seed] for ex in space.prompt_examples(seed))
+        assert "What tends to matter" not in prompts[seed]
+    assert prompts[0] != prompts[1]
+    hinted = LLMProposer(FakeBackend(CELLS), LLMProposerConfig(hints=True))
+    assert hinted.settings()["hints"] is True and LLMProposer(FakeBackend(CELLS)).settings()["hints"] is False
+    assert "What tends to matter" in hinted.context(HistoryView(space, study.history.constraints)).description
