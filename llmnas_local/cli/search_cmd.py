@@ -63,6 +63,8 @@ DEFAULT_STORE = "runs/default"
 @click.option("--llm-url", default=None, help="llm: base URL of a running local server (--llm openai).")
 @click.option("--vllm-python", default=None,
               help="llm: the Python that runs the vLLM server (default: $LLMNAS_VLLM_PYTHON or this one).")
+@click.option("--llm-timeout", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="llm, --llm openai/vllm: seconds to wait for one answer of the server [default: 600].")
 @click.option("--candidates", type=int, default=None,
               help="llm: completions per generator call [default: 4]; llm-evo: children per call [default: 8].")
 @click.option("--memory-window", default=5, show_default=True, help="llm: diagnostic triples shown (0: no memory).")
@@ -83,7 +85,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
            llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None, candidates: int | None,
            memory_window: int, elites: int, improver: bool, distinct: bool, temperature: float | None,
            quiet: bool, val_column: str | None = None, test_column: str | None = None,
-           params_column: str | None = None, flops_column: str | None = None, num_classes: int | None = None) -> None:
+           params_column: str | None = None, flops_column: str | None = None, num_classes: int | None = None,
+           llm_timeout: float | None = None) -> None:
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
     from llmnas_local.proposers import create_proposer
@@ -128,7 +131,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
         settings = {"population": population, "tournament": tournament}
     if proposer in ("llm", "llm-evo"):
         settings.update(llm=llm_backend, model=model, base_url=llm_url,
-                        backend_settings={"python": vllm_python} if llm_backend == "vllm" and vllm_python else {})
+                        backend_settings=_backend_settings(llm_backend, vllm_python, llm_timeout))
         settings.update({k: v for k, v in (("candidates", candidates), ("temperature", temperature)) if v is not None})
         if proposer == "llm":
             settings.update(window=memory_window, elites=elites, improver=improver)
@@ -167,6 +170,15 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
             prop.close()
         progress.close()
         _report(study, best, store, _no_result_hint(space, timeout, caps))
+
+
+def _backend_settings(llm_backend: str, vllm_python: str | None, llm_timeout: float | None) -> dict:
+    settings: dict = {"python": vllm_python} if llm_backend == "vllm" and vllm_python else {}
+    if llm_timeout is not None:
+        if llm_backend == "transformers":
+            raise UserError("--llm-timeout is for a server (--llm openai or vllm), not --llm transformers")
+        settings["timeout_s" if llm_backend == "openai" else "request_timeout_s"] = llm_timeout
+    return settings
 
 
 def _threads_per_worker(workers: int) -> int | None:

