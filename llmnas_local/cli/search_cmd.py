@@ -8,6 +8,9 @@ import click
 from llmnas_local.cli.errors import SearchError, UserError, ignore_further_interrupts, user_errors
 
 DEFAULT_STORE = "runs/default"
+# The LLM proposer the grids measured best on each space (benchmarks/README.md). On cnn, llm-edit's random warm-up
+# (evolution's) would mostly fail the caps, while llm proposes within them (its prefix guard): llm stays the default.
+DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
 
 
 @click.command()
@@ -24,8 +27,10 @@ DEFAULT_STORE = "runs/default"
 @click.option("--flops-column", default=None, help="nb201: the table's FLOPs column, M (overrides the preset's).")
 @click.option("--num-classes", default=None, type=click.IntRange(min=1),
               help="nb201: the classes of the task of a --val-column no preset has (what the prompt says).")
-@click.option("--proposer", default="llm", show_default=True,
-              help="llm, llm-evo (evolution with the LLM as mutation operator), random or evolution.")
+@click.option("--proposer", default=None,
+              help="llm-edit (evolution whose edits the LLM chooses, with its edit memory), llm (the LLM writes "
+                   "whole architectures, with the feedback memory), llm-evo (evolution with the LLM as mutation "
+                   "operator), random or evolution [default: llm-edit on nb201, llm on cnn].")
 @click.option("--budget", default=20, show_default=True, type=click.IntRange(min=1),
               help="Distinct evaluations to reach (a resumed run counts what it already did).")
 @click.option("--store", default=DEFAULT_STORE, show_default=True, type=click.Path(file_okay=False),
@@ -53,8 +58,12 @@ DEFAULT_STORE = "runs/default"
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds before a training is stopped.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
               help="Evaluations in parallel.")
-@click.option("--population", default=10, show_default=True, help="evolution, llm-evo: population size.")
-@click.option("--tournament", default=3, show_default=True, help="evolution, llm-evo: tournament size.")
+@click.option("--population", default=10, show_default=True, help="evolution, llm-evo, llm-edit: population size.")
+@click.option("--tournament", default=3, show_default=True, help="evolution, llm-evo, llm-edit: tournament size.")
+@click.option("--epsilon", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="llm-edit: share of children made by evolution's random mutation instead of the model.")
+@click.option("--hints", is_flag=True,
+              help="LLM proposers: add the space's domain hints to the prompt (benchmark knowledge; recorded).")
 @click.option("--llm", "llm_backend", type=click.Choice(["transformers", "vllm", "openai"]), default="transformers",
               show_default=True, help="llm: in-process transformers + xgrammar, a managed vLLM server, or a running "
                                       "OpenAI-compatible local server (--llm-url).")
@@ -67,7 +76,8 @@ DEFAULT_STORE = "runs/default"
               help="llm, --llm openai/vllm: seconds to wait for one answer of the server [default: 600].")
 @click.option("--candidates", type=int, default=None,
               help="llm: completions per generator call [default: 4]; llm-evo: children per call [default: 8].")
-@click.option("--memory-window", default=5, show_default=True, help="llm: diagnostic triples shown (0: no memory).")
+@click.option("--memory-window", default=5, show_default=True,
+              help="llm: diagnostic triples shown; llm-edit: last edits shown (0: no memory).")
 @click.option("--elites", default=5, show_default=True, help="llm: best designs shown (0: none).")
 @click.option("--improver/--no-improver", default=True, show_default=True, help="llm: the diagnosis role.")
 @click.option("--distinct", is_flag=True,
@@ -77,24 +87,26 @@ DEFAULT_STORE = "runs/default"
               help="llm, llm-evo: sampling temperature [default: 0.8; llm-evo: 1.0].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @user_errors
-def search(space: str, data: str, table: str | None, preset: str, proposer: str, budget: int, store: str,
+def search(space: str, data: str, table: str | None, preset: str, proposer: str | None, budget: int, store: str,
            seed: int, train_seed: int, run_id: str | None, epochs: int | None, lr: float | None,
            batch_size: int | None, input_size: int | None,
            train_size: int | None, val_size: int | None, test_size: int | None, max_params_m: float | None,
            max_flops_m: float | None, device: str, timeout: float, workers: int, population: int, tournament: int,
-           llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None, candidates: int | None,
+           epsilon: float, hints: bool, llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None,
+           candidates: int | None,
            memory_window: int, elites: int, improver: bool, distinct: bool, temperature: float | None,
            quiet: bool, val_column: str | None = None, test_column: str | None = None,
            params_column: str | None = None, flops_column: str | None = None, num_classes: int | None = None,
            llm_timeout: float | None = None) -> None:
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
-    from llmnas_local.proposers import create_proposer
+    from llmnas_local.proposers import LLM_PROPOSERS, create_proposer
     from llmnas_local.evaluators.worker import WorkerStartError
     from llmnas_local.search import Search, SearchStalled
     from llmnas_local.store import StoreFullError, open_store
 
     sp = get_space(space)
+    proposer = proposer or DEFAULT_PROPOSER.get(space, "llm")
     if space != "nb201":
         from llmnas_local.evaluators.training import proxy_defaults
 
@@ -127,12 +139,15 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str,
         evaluator = TrainingEvaluator(data_spec, config, time_limit_s=timeout, threads=_threads_per_worker(workers),
                                       **caps)
     settings: dict = {}
-    if proposer in ("evolution", "llm-evo"):
+    if proposer in ("evolution", "llm-evo", "llm-edit"):
         settings = {"population": population, "tournament": tournament}
-    if proposer in ("llm", "llm-evo"):
+    if proposer in LLM_PROPOSERS:
         settings.update(llm=llm_backend, model=model, base_url=llm_url,
                         backend_settings=_backend_settings(llm_backend, vllm_python, llm_timeout))
         settings.update({k: v for k, v in (("candidates", candidates), ("temperature", temperature)) if v is not None})
+        settings["hints"] = hints
+        if proposer == "llm-edit":
+            settings.update(epsilon=epsilon, window=memory_window, slot_stats=memory_window > 0)
         if proposer == "llm":
             settings.update(window=memory_window, elites=elites, improver=improver)
             if distinct:

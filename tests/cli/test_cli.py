@@ -145,3 +145,17 @@ def test_the_cli_runs_outside_the_main_thread():
     thread.start()
     thread.join()
     assert results[0].exit_code == 0 and "root ::=" in results[0].output
+
+
+@pytest.mark.slow
+def test_the_default_proposer_on_nb201_is_llm_edit(nb201_csv, smollm2_dir, tmp_path):
+    """No --proposer on nb201: llm-edit with the embedded model (the grids' best LLM proposer), end to end."""
+    from llmnas_local.store import open_store
+
+    r = run("search", "--space", "nb201", "--table", nb201_csv, "--budget", 14, "--store", tmp_path / "s", "-q")
+    assert r.exit_code == 0, r.output
+    assert "run llm-edit-s0-" in r.output and "best (by validation)" in r.output
+    with open_store(tmp_path / "s", readonly=True) as store:
+        [record] = store.list_runs()
+        assert record.proposer == "llm-edit" and record.proposer_settings["hints"] is False
+        assert record.proposer_settings["model"] == "smollm2"
