@@ -1,6 +1,8 @@
 """Build a ``cnn`` spec (llmnas_local.dsl.cnn) into a PyTorch model, wiring timm's blocks with timm's argument names.
 
-Families map to timm as follows (conventions of timm's EfficientNetBuilder and byobnet, defaults otherwise):
+Each block family names its timm block and that block's arguments in the family table
+(:data:`llmnas_local.dsl.cnn_blocks.BLOCKS`, with its keys and its cost model); here they are wired the same way for
+every family (conventions of timm's EfficientNetBuilder and byobnet, defaults otherwise):
   stem, head conv   timm.layers.ConvNormAct
   cn                _efficientnet_blocks.ConvBnAct (no skip, as timm's ``cn`` default)
   ds / ir / er      DepthwiseSeparableConv / InvertedResidual / EdgeResidual, skip when stride 1 and in == out;
@@ -13,18 +15,20 @@ Weights: timm's EfficientNet (Tensorflow-style) init, ``efficientnet_init_weight
 """
 from __future__ import annotations
 
+import functools
+import importlib
 from functools import partial
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, ConvNormAct, get_act_layer, get_norm_act_layer, make_divisible
-from timm.models._efficientnet_blocks import (ConvBnAct, DepthwiseSeparableConv, EdgeResidual, InvertedResidual,
-                                              SqueezeExcite)
+from timm.layers import ClassifierHead, ConvNormAct, get_act_layer, get_norm_act_layer
+from timm.models._efficientnet_blocks import SqueezeExcite
 from timm.models._efficientnet_builder import efficientnet_init_weights
-from timm.models.byobnet import BasicBlock, BottleneckBlock, LayerFn
+from timm.models.byobnet import LayerFn
 
 from llmnas_local.dsl.base import Constraints
 from llmnas_local.dsl.cnn import ACT_NAMES, CnnSpec, StageSpec, check_cnn
+from llmnas_local.dsl.cnn_blocks import block_family
 
 
 class CnnNet(nn.Module):
@@ -45,8 +49,8 @@ class CnnNet(nn.Module):
         return self.head(self.forward_features(x))
 
 
-def _se_layer(se_ratio: float, exp_ratio: float = 1.0):
-    return partial(SqueezeExcite, rd_ratio=se_ratio / exp_ratio) if se_ratio else None
+def _se_layer(rd_ratio: float | None):
+    return partial(SqueezeExcite, rd_ratio=rd_ratio) if rd_ratio else None
 
 
 def _byob_layers(act_layer) -> LayerFn:
@@ -55,28 +59,25 @@ def _byob_layers(act_layer) -> LayerFn:
                    norm_act=get_norm_act_layer(nn.BatchNorm2d, act_layer=act_layer), act=act_layer)
 
 
+@functools.lru_cache(maxsize=None)
+def _timm_class(ref: str) -> type[nn.Module]:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def build_block(st: StageSpec, in_chs: int, stride: int) -> nn.Module:
-    """One block of stage ``st`` (its repeats and stride are taken from the arguments)."""
+    """One block of stage ``st`` (its repeats and stride are taken from the arguments): its family's timm block with
+    the family's arguments (``llmnas_local.dsl.cnn_blocks.BLOCKS``)."""
+    family = block_family(st.block)
     act = get_act_layer(ACT_NAMES[st.act])
-    common = dict(in_chs=in_chs, out_chs=st.channels, stride=stride)
-    if st.block == "cn":
-        return ConvBnAct(**common, kernel_size=st.kernel, act_layer=act)
-    if st.block == "ds":
-        return DepthwiseSeparableConv(**common, dw_kernel_size=st.kernel, act_layer=act,
-                                      se_layer=_se_layer(st.se_ratio))
-    if st.block == "ir":
-        return InvertedResidual(**common, dw_kernel_size=st.kernel, exp_ratio=float(st.expansion), act_layer=act,
-                                se_layer=_se_layer(st.se_ratio, st.expansion))
-    if st.block == "er":
-        return EdgeResidual(**common, exp_kernel_size=st.kernel, exp_ratio=float(st.expansion), act_layer=act,
-                            se_layer=_se_layer(st.se_ratio, st.expansion))
-    if st.block == "rb":
-        return BasicBlock(**common, kernel_size=st.kernel, bottle_ratio=1.0, layers=_byob_layers(act))
-    if st.block == "bt":
-        mid = make_divisible(st.channels * st.bottle_ratio)  # as BottleneckBlock computes it
-        return BottleneckBlock(**common, kernel_size=st.kernel, bottle_ratio=st.bottle_ratio,
-                               group_size=mid // st.groups if st.groups > 1 else None, layers=_byob_layers(act))
-    raise ValueError(f"unknown block family {st.block!r}")
+    args = family.args(st)
+    if family.byob:
+        args["layers"] = _byob_layers(act)
+    else:
+        args["act_layer"] = act
+        if "se" in args:
+            args["se_layer"] = _se_layer(args.pop("se"))
+    return _timm_class(family.timm_block)(in_chs=in_chs, out_chs=st.channels, stride=stride, **args)
 
 
 def build_cnn(spec: CnnSpec, num_classes: int, in_chans: int = 3, input_size: int = 32) -> CnnNet:

@@ -1,8 +1,10 @@
-"""Search spaces: the contract every space implements, and the registry that names them.
+"""Search spaces: the contract every space implements (the registry that names them is :mod:`.registry`).
 
 A space owns its language end to end: the EBNF grammar (package data, the only definition of the language), a strict
 parser into frozen spec dataclasses, the canonical text and hash, semantic checks, a prompt description with examples,
-one-element mutations (for evolution) and the builder that turns a spec into a PyTorch model.
+one-element mutations (for evolution), and it names the builder that turns a spec into a PyTorch model. The builders
+(:mod:`llmnas_local.builder`) read the specs: they import the dsl, never the reverse, and a space finds its builder by
+name when it builds (so importing a space stays cheap, without torch).
 """
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ import abc
 import dataclasses
 import functools
 import hashlib
+import importlib
 import importlib.resources
 import random
-from typing import Any, Callable
-
 import typing
+from typing import Any, Callable
 
 if typing.TYPE_CHECKING:  # torch is heavy: importing a space must stay cheap
     import torch.nn as nn
@@ -61,10 +63,15 @@ class Slot:
 
 
 class BaseSpace(abc.ABC):
-    """A search space. Subclasses set ``name`` and ``grammar_file`` and implement the abstract methods."""
+    """A search space. Subclasses set ``name`` and ``grammar_file``, implement the abstract methods, and either name
+    their ``builder`` or override :meth:`build`."""
 
     name: str = ""
     grammar_file: str = ""
+    builder: str = ""                   # "module:function" of (spec, num_classes, in_chans, input_size) -> nn.Module
+    tabular: bool = False               # evaluated by a look-up in a benchmark table, not by training
+    literal_space: str | None = None    # the registered variant whose canonical form is the spec as written (every
+                                        # string its own architecture), for protocols that count queries that way
 
     # -- language -----------------------------------------------------------------------------------------------
     def grammar(self) -> str:
@@ -104,9 +111,13 @@ class BaseSpace(abc.ABC):
         built model by :func:`llmnas_local.builder.check_caps`.
         """
 
-    @abc.abstractmethod
     def build(self, spec: Any, num_classes: int, in_chans: int, input_size: int) -> "nn.Module":
-        """Build the network from timm's blocks and layers."""
+        """Build the network from timm's blocks and layers: by default the function ``builder`` names."""
+        if not self.builder:
+            raise NotImplementedError(f"space {self.name!r} names no builder")
+        module, _, function = self.builder.partition(":")
+        build = getattr(importlib.import_module(module), function)
+        return build(spec, num_classes=num_classes, in_chans=in_chans, input_size=input_size)
 
     @abc.abstractmethod
     def mutate(self, spec: Any, rng: random.Random) -> Any:
@@ -169,33 +180,3 @@ def _grammar_sampler(filename: str):
     from llmnas_local.dsl.sampler import GrammarSampler
 
     return GrammarSampler(_read_grammar(filename))
-
-
-_SPACES: dict[str, Callable[[], BaseSpace]] = {}
-
-
-def register_space(name: str) -> Callable[[type[BaseSpace]], type[BaseSpace]]:
-    """Class decorator: ``@register_space("cnn")``."""
-
-    def deco(cls: type[BaseSpace]) -> type[BaseSpace]:
-        cls.name = name
-        _SPACES[name] = cls
-        return cls
-
-    return deco
-
-
-def list_spaces() -> list[str]:
-    _load_builtin()
-    return sorted(_SPACES)
-
-
-def get_space(name: str) -> BaseSpace:
-    _load_builtin()
-    if name not in _SPACES:
-        raise KeyError(f"unknown search space {name!r}; known: {', '.join(sorted(_SPACES))}")
-    return _SPACES[name]()
-
-
-def _load_builtin() -> None:
-    from llmnas_local.dsl import cnn, nb201  # noqa: F401  (registration side effect)

@@ -4,7 +4,8 @@
 
 A stem, 1 to 6 stages and a head, separated by exactly one space. Unlike timm's lenient decoder, keys come in a fixed
 order, every key is required, each key has one meaning, and errors name the position and what was expected. The
-grammar ``grammars/cnn.ebnf`` defines the language; the value tables below mirror it (a test checks they agree).
+grammar ``grammars/cnn.ebnf`` defines the language; the value tables and block families of
+:mod:`llmnas_local.dsl.cnn_blocks` mirror it (a test checks they agree).
 
 Canonical form (:meth:`CnnSpace.canonicalize`):
   * stages are expanded into blocks and regrouped greedily, left to right: a block joins the current stage when it
@@ -19,60 +20,10 @@ import math
 import random
 from typing import ClassVar, Optional
 
-from llmnas_local.dsl.base import BaseSpace, Constraints, DslError, SemanticError, Slot, register_space
-
-# -- the language's value tables (mirror grammars/cnn.ebnf): key prefix -> ((text, value), ...) ---------------------
-_INTS = lambda *vs: tuple((str(v), v) for v in vs)  # noqa: E731
-VALUES: dict[str, tuple[tuple[str, object], ...]] = {
-    "r": _INTS(1, 2, 3, 4),
-    "k": _INTS(3, 5, 7),
-    "k1": _INTS(1, 3, 5, 7),        # kernel of cn blocks and the stem (a 1x1 conv is allowed there)
-    "s": _INTS(1, 2),
-    "e": _INTS(1, 2, 3, 4, 6),
-    "b": (("0.25", 0.25), ("0.5", 0.5), ("1.0", 1.0)),
-    "g": _INTS(1, 2, 4, 8),
-    "c": _INTS(8, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 256, 320, 384, 512),
-    "se": (("0", 0.0), ("0.25", 0.25)),
-    "n": (("re", "re"), ("r6", "r6"), ("sw", "sw"), ("hs", "hs"), ("mi", "mi")),
-}
-ACT_NAMES = {"re": "relu", "r6": "relu6", "sw": "swish", "hs": "hard_swish", "mi": "mish"}  # timm's codes
-MAX_STAGES = 6
-MAX_REPEATS = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class _Field:
-    attr: str     # spec attribute
-    prefix: str   # key as written
-    table: str    # key of VALUES
-
-    @property
-    def choices(self) -> tuple[str, ...]:
-        return tuple(self.prefix + text for text, _ in VALUES[self.table])
-
-    def text(self, value: object) -> str:
-        for text, v in VALUES[self.table]:
-            if v == value:
-                return self.prefix + text
-        raise ValueError(f"{self.attr}={value!r} is not one of {', '.join(self.choices)}")
-
-
-_R, _K, _K1, _S = _Field("repeats", "r", "r"), _Field("kernel", "k", "k"), _Field("kernel", "k", "k1"), \
-    _Field("stride", "s", "s")
-_E, _B, _G = _Field("expansion", "e", "e"), _Field("bottle_ratio", "b", "b"), _Field("groups", "g", "g")
-_C, _SE, _N = _Field("channels", "c", "c"), _Field("se_ratio", "se", "se"), _Field("act", "n", "n")
-
-STEM_FIELDS = (_K1, _S, _C, _N)
-HEAD_FIELDS = (_C, _N)
-FAMILIES: dict[str, tuple[_Field, ...]] = {
-    "cn": (_R, _K1, _S, _C, _N),             # conv-bn-act (timm ConvBnAct)
-    "ds": (_R, _K, _S, _C, _SE, _N),         # depthwise-separable (DepthwiseSeparableConv)
-    "ir": (_R, _K, _S, _E, _C, _SE, _N),     # inverted residual / MBConv (InvertedResidual)
-    "er": (_R, _K, _S, _E, _C, _SE, _N),     # edge residual / fused MBConv (EdgeResidual)
-    "rb": (_R, _K, _S, _C, _N),              # ResNet basic block (byobnet BasicBlock)
-    "bt": (_R, _K, _S, _B, _G, _C, _N),      # ResNet bottleneck (byobnet BottleneckBlock)
-}
-
+from llmnas_local.dsl.base import BaseSpace, Constraints, DslError, SemanticError, Slot
+from llmnas_local.dsl.cnn_blocks import (ACT_NAMES, BLOCKS, FAMILIES, HEAD_FIELDS, MAX_REPEATS,  # noqa: F401 (API)
+                                         MAX_STAGES, STEM_FIELDS, VALUES, CnnSpec, HeadSpec, StageSpec, StemSpec,
+                                         _Field, _N, bt_mid_channels, groups_fit, make_divisible, make_stage)
 
 
 def _longest(name: str, fields: tuple[_Field, ...]) -> int:
@@ -83,74 +34,6 @@ def _longest(name: str, fields: tuple[_Field, ...]) -> int:
 # character a token, so ``max_new_tokens > MAX_TEXT_LEN`` always lets even a weak model finish a valid string.
 MAX_TEXT_LEN = (_longest("stem", STEM_FIELDS) + MAX_STAGES * (1 + max(_longest(b, fs) for b, fs in FAMILIES.items()))
                 + 1 + _longest("head", HEAD_FIELDS))
-
-
-# -- specs --------------------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class StemSpec:
-    kernel: int
-    stride: int
-    channels: int
-    act: str
-
-
-@dataclasses.dataclass(frozen=True)
-class StageSpec:
-    """``repeats`` blocks of one family; the first has ``stride``, the rest stride 1. None: a key the family lacks."""
-
-    block: str
-    repeats: int
-    kernel: int
-    stride: int
-    expansion: Optional[int]
-    bottle_ratio: Optional[float]
-    groups: Optional[int]
-    channels: int
-    se_ratio: Optional[float]
-    act: str
-
-
-@dataclasses.dataclass(frozen=True)
-class HeadSpec:
-    channels: int
-    act: str
-
-
-@dataclasses.dataclass(frozen=True)
-class CnnSpec:
-    stem: StemSpec
-    stages: tuple[StageSpec, ...]
-    head: HeadSpec
-    space: ClassVar[str] = "cnn"
-
-
-def make_stage(block: str, **keys: object) -> StageSpec:
-    """A stage of ``block`` with the family's keys; keys the family lacks are None."""
-    names = {f.attr for f in FAMILIES[block]}
-    if set(keys) != names:
-        raise ValueError(f"{block} takes keys {sorted(names)}, got {sorted(keys)}")
-    full = {f.name: None for f in dataclasses.fields(StageSpec) if f.name != "block"}
-    return StageSpec(block=block, **{**full, **keys})
-
-
-def make_divisible(v: float, divisor: int = 8) -> int:
-    """``timm.layers.make_divisible`` with its defaults (divisor 8, round_limit 0.9), mirrored so that the space
-    stays importable without torch; tests check it against timm."""
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * v else new
-
-
-def bt_mid_channels(channels: int, bottle_ratio: float) -> int:
-    """Mid channels of timm's BottleneckBlock: ``make_divisible(channels * bottle_ratio)``."""
-    return make_divisible(channels * bottle_ratio)
-
-
-def groups_fit(st: StageSpec) -> bool:
-    """Whether a bottleneck's mid channels split into its groups (the other families have no groups)."""
-    if st.block != "bt":
-        return True
-    mid = bt_mid_channels(st.channels, st.bottle_ratio)
-    return mid % st.groups == 0 and mid >= st.groups
 
 
 # -- parser -------------------------------------------------------------------------------------------------------
@@ -355,17 +238,13 @@ def _vals(table: str) -> str:
     return "|".join(text for text, _ in VALUES[table])
 
 
+_FAMILY_LINES = "\n".join(f"  {b.form:<21}{b.doc}" for b in BLOCKS.values())
 DESCRIPTION = f"""\
 An architecture is one line: a stem, 1 to {MAX_STAGES} stages, and a head, separated by single spaces.
 Each section is a family name and its keys joined by "_", keys always in the order shown, every key required:
-  stem_k_s_c_n         conv-bn-act
-  cn_r_k_s_c_n         plain conv-bn-act blocks
-  ds_r_k_s_c_se_n      depthwise-separable conv (MobileNetV1)
-  ir_r_k_s_e_c_se_n    inverted residual, MBConv (MobileNetV2, EfficientNet)
-  er_r_k_s_e_c_se_n    edge residual, fused MBConv (EfficientNetV2)
-  rb_r_k_s_c_n         ResNet basic block
-  bt_r_k_s_b_g_c_n     ResNet bottleneck (ResNeXt when g > 1)
-  head_c_n             1x1 conv-bn-act, global average pool, linear classifier
+  {"stem_k_s_c_n":<21}conv-bn-act
+{_FAMILY_LINES}
+  {"head_c_n":<21}1x1 conv-bn-act, global average pool, linear classifier
 Keys:
   r blocks in the stage {_vals("r")}
   k kernel {_vals("k")} (cn and stem also 1)
@@ -391,11 +270,12 @@ EXAMPLES = [
 ]
 
 
-@register_space("cnn")
 class CnnSpace(BaseSpace):
     """Image classifiers from timm's blocks: a stem, 1 to 6 stages of one block family each, and a head."""
 
+    name = "cnn"
     grammar_file = "cnn.ebnf"
+    builder = "llmnas_local.builder.cnn:build_cnn"
 
     def parse(self, text: str) -> CnnSpec:
         return parse_cnn(text)
@@ -408,11 +288,6 @@ class CnnSpace(BaseSpace):
 
     def check(self, spec: CnnSpec, constraints: Constraints) -> None:
         check_cnn(spec, constraints)
-
-    def build(self, spec: CnnSpec, num_classes: int, in_chans: int, input_size: int):
-        from llmnas_local.builder.cnn import build_cnn
-
-        return build_cnn(spec, num_classes=num_classes, in_chans=in_chans, input_size=input_size)
 
     def mutate(self, spec: CnnSpec, rng: random.Random) -> CnnSpec:
         return mutate_cnn(spec, rng)

@@ -18,70 +18,17 @@ import functools
 from typing import Callable, Iterable, Iterator, Optional
 
 from llmnas_local.dsl.base import Constraints
-from llmnas_local.dsl.cnn import (FAMILIES, HEAD_FIELDS, MAX_STAGES, STEM_FIELDS, VALUES, CnnSpec, HeadSpec, StemSpec,
-                                  StageSpec, _Field, bt_mid_channels, groups_fit, make_divisible,
-                                  make_stage)
+from llmnas_local.dsl.cnn_blocks import (FAMILIES, HEAD_FIELDS, MAX_STAGES, STEM_FIELDS, VALUES, ZERO, CnnSpec, Cost,
+                                         HeadSpec, StageSpec, StemSpec, _Field, block_family, conv_cost, groups_fit,
+                                         make_stage, out_size)
 
-
-@dataclasses.dataclass(frozen=True)
-class Cost:
-    params: int
-    flops: int
-
-    def __add__(self, other: "Cost") -> "Cost":
-        return Cost(self.params + other.params, self.flops + other.flops)
-
-    def within(self, c: Constraints) -> bool:
-        return ((c.max_params_m is None or self.params / 1e6 <= c.max_params_m)
-                and (c.max_flops_m is None or self.flops / 1e6 <= c.max_flops_m))
-
-
-ZERO = Cost(0, 0)
-
-
-def _out(size: int, stride: int) -> int:
-    return (size - 1) // stride + 1            # timm's symmetric padding, odd kernels
-
-
-def _conv(cin: int, cout: int, k: int, size_out: int, groups: int = 1, bias: bool = False, bn: bool = True) -> Cost:
-    weights = cout * (cin // groups) * k * k
-    return Cost(weights + (cout if bias else 0) + (2 * cout if bn else 0), 2 * weights * size_out * size_out)
-
-
-def _se(chs: int, rd_ratio: float) -> Cost:
-    """timm's SqueezeExcite on a pooled map: 1x1 convs with bias, ``round(chs * rd_ratio)`` reduced channels."""
-    rd = round(chs * rd_ratio)
-    return _conv(chs, rd, 1, 1, bias=True, bn=False) + _conv(rd, chs, 1, 1, bias=True, bn=False)
-
-
-def _shortcut(cin: int, cout: int, stride: int, size_out: int) -> Cost:
-    """byobnet's DownsampleAvg where the shape changes (avg-pool, 1x1 conv, batch norm); identity otherwise."""
-    return _conv(cin, cout, 1, size_out) if cin != cout or stride != 1 else ZERO
+__all__ = ["Cost", "ZERO", "block_cost", "cnn_cost", "cnn_prefix_guard", "min_completion_cost", "stage_cost"]
 
 
 def block_cost(st: StageSpec, cin: int, stride: int, size: int) -> tuple[Cost, int]:
-    """One block of ``st`` on a ``size`` x ``size`` input of ``cin`` channels: its cost and output size."""
-    so, c, k = _out(size, stride), st.channels, st.kernel
-    if st.block == "cn":
-        return _conv(cin, c, k, so), so
-    if st.block == "ds":
-        cost = _conv(cin, cin, k, so, groups=cin) + _conv(cin, c, 1, so)
-        return cost + (_se(cin, st.se_ratio) if st.se_ratio else ZERO), so
-    if st.block in ("ir", "er"):
-        mid = make_divisible(cin * st.expansion)
-        se = _se(mid, st.se_ratio / st.expansion) if st.se_ratio else ZERO
-        if st.block == "ir":
-            cost = _conv(cin, mid, 1, size) + _conv(mid, mid, k, so, groups=mid)
-        else:
-            cost = _conv(cin, mid, k, so)
-        return cost + se + _conv(mid, c, 1, so), so
-    if st.block == "rb":
-        return _conv(cin, c, k, so) + _conv(c, c, k, so) + _shortcut(cin, c, stride, so), so
-    if st.block == "bt":
-        mid = bt_mid_channels(c, st.bottle_ratio)
-        return (_conv(cin, mid, 1, size) + _conv(mid, mid, k, so, groups=st.groups) + _conv(mid, c, 1, so)
-                + _shortcut(cin, c, stride, so)), so
-    raise ValueError(f"unknown block family {st.block!r}")
+    """One block of ``st`` on a ``size`` x ``size`` input of ``cin`` channels: its cost (its family's cost model,
+    :data:`llmnas_local.dsl.cnn_blocks.BLOCKS`) and output size."""
+    return block_family(st.block).cost(st, cin, stride, size), out_size(size, stride)
 
 
 @functools.lru_cache(maxsize=65536)     # a decoder's guard costs the same stages over and over
@@ -95,12 +42,12 @@ def stage_cost(st: StageSpec, cin: int, size: int) -> tuple[Cost, int]:
 
 
 def _stem_cost(stem: StemSpec, in_chans: int, size: int) -> tuple[Cost, int]:
-    so = _out(size, stem.stride)
-    return _conv(in_chans, stem.channels, stem.kernel, so), so
+    so = out_size(size, stem.stride)
+    return conv_cost(in_chans, stem.channels, stem.kernel, so), so
 
 
 def _head_cost(head: HeadSpec, cin: int, size: int, num_classes: int) -> Cost:
-    return _conv(cin, head.channels, 1, size) + Cost(head.channels * num_classes + num_classes,
+    return conv_cost(cin, head.channels, 1, size) + Cost(head.channels * num_classes + num_classes,
                                                       2 * head.channels * num_classes)
 
 

@@ -17,10 +17,7 @@ import itertools
 import random
 import typing
 
-from llmnas_local.dsl.base import BaseSpace, Constraints, DslError, SemanticError, Slot, register_space
-
-if typing.TYPE_CHECKING:
-    import torch.nn as nn
+from llmnas_local.dsl.base import BaseSpace, Constraints, DslError, SemanticError, Slot
 
 NONE, SKIP, CONV1, CONV3, POOL = "none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"
 OPS: tuple[str, ...] = (NONE, SKIP, CONV1, CONV3, POOL)   # this order is the canonical order of ops (none smallest)
@@ -193,11 +190,14 @@ def _representatives() -> dict[str, tuple[str, ...]]:
     return reps
 
 
-@register_space("nb201")
 class Nb201Space(BaseSpace):
     """NAS-Bench-201 cells (the benchmark's topology search space) in the benchmark's own notation."""
 
+    name = "nb201"
     grammar_file = "nb201.ebnf"
+    builder = "llmnas_local.builder.nb201:build_nb201"
+    tabular = True                  # evaluated by a look-up in the benchmark's table
+    literal_space = "nb201-cells"   # every cell string its own architecture (the literature's count of queries)
 
     def parse(self, text: str) -> Nb201Spec:
         return parse_nb201(text)
@@ -249,11 +249,6 @@ class Nb201Space(BaseSpace):
         if constraints.in_chans <= 0 or constraints.num_classes <= 0:
             raise SemanticError(f"in_chans ({constraints.in_chans}) and num_classes ({constraints.num_classes}) "
                                 "must be positive")
-
-    def build(self, spec: Nb201Spec, num_classes: int, in_chans: int, input_size: int) -> "nn.Module":
-        from llmnas_local.builder.nb201 import build_nb201
-
-        return build_nb201(spec, num_classes=num_classes, in_chans=in_chans, input_size=input_size)
 
     def mutate(self, spec: Nb201Spec, rng: random.Random) -> Nb201Spec:
         """Regularized evolution's mutation: one edge, drawn uniformly, gets one of the four other ops."""
@@ -312,3 +307,17 @@ class Nb201Space(BaseSpace):
         CIFAR-100 (tests/dsl/test_nb201.py checks it against the shared table), so they show the notation, not an
         answer. Prompts draw theirs from the sampler with the run's seed (:meth:`prompt_examples`)."""
         return list(_EXAMPLES)
+
+
+class Nb201CellSpace(Nb201Space):
+    """NAS-Bench-201 with every cell string its own architecture (no merging of equivalent cells): the search loop
+    then counts distinct cells (table rows), as the literature counts queries.
+
+    Named ``nb201-cells`` so that its hashes and runs never mix with those of ``nb201`` in a store.
+    """
+
+    name = "nb201-cells"
+    literal_space = None
+
+    def canonicalize(self, spec: Nb201Spec) -> Nb201Spec:
+        return spec

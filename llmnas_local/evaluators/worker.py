@@ -298,7 +298,7 @@ class TrialRunner:
     def __init__(self, init: dict[str, Any]):
         from llmnas_local.dsl.base import Constraints
         from llmnas_local.evaluators.data import DataSpec, load_dataset
-        from llmnas_local.evaluators.training import TrainingConfig, prepare_tensors
+        from llmnas_local.evaluators.proxy import TrainingConfig, prepare_tensors
 
         for p in init.get("sys_path", []):
             if p not in sys.path:
@@ -342,7 +342,7 @@ class TrialRunner:
         import torch
 
         from llmnas_local.builder import profile_model
-        from llmnas_local.evaluators.training import Diverged, train_and_score
+        from llmnas_local.evaluators.proxy import Diverged, train_and_score
 
         _reset_peak_memory(self.device)
         model = None
