@@ -54,16 +54,23 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from llmnas_local.evaluators.factory import TABLE_OPTIONS as TABLE_KEYS  # tabular spaces (nb201)
+
 DEFAULT_BUDGETS = (10, 30, 100)
-SPACES = ("nb201", "cnn")
 DISTINCT = ("cell", "class")
 BANDS = ("std", "ci95")
-TABLE_KEYS = ("val_column", "test_column", "params_column", "flops_column", "num_classes", "input_size")  # nb201
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 class GridError(ValueError):
     """A grid that cannot run: one line that names the field."""
+
+
+def is_tabular(space: str) -> bool:
+    """Whether the space named ``space`` is evaluated by table look-up (False for a name no space has)."""
+    from llmnas_local.dsl import get_space, list_spaces
+
+    return space in list_spaces() and get_space(space).tabular
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +107,7 @@ class SpaceConfig:
 
     def __post_init__(self) -> None:
         given = [k for k in TABLE_KEYS if getattr(self, k) is not None]
-        if self.name != "nb201":
+        if not is_tabular(self.name):
             if given:
                 raise GridError(f"space.{given[0]} is for nb201 (table look-ups), not {self.name}")
             return
@@ -117,7 +124,7 @@ class SpaceConfig:
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if self.name == "nb201":
+        if is_tabular(self.name):
             for k in ("data", "recipe", "evaluator", *(k for k in TABLE_KEYS if d[k] is None)):
                 d.pop(k)
         else:
@@ -165,12 +172,15 @@ class BenchConfig:
             raise GridError(f"references repeat: {', '.join(self.references)}")
         if self.band not in BANDS:
             raise GridError(f"band must be one of {', '.join(BANDS)}, got {self.band!r}")
-        if self.space.name not in SPACES:
-            raise GridError(f"space must be one of {', '.join(SPACES)}, got {self.space.name!r}")
+        from llmnas_local.dsl import list_spaces
+
+        if self.space.name not in list_spaces():
+            raise GridError(f"space must be one of {', '.join(list_spaces())}, got {self.space.name!r}")
         if self.space.distinct not in DISTINCT:
             raise GridError(f"space.distinct must be one of {', '.join(DISTINCT)}, got {self.space.distinct!r}")
-        if self.space.name == "nb201" and not self.space.table:
-            raise GridError("space nb201 evaluates by table look-up: give its table (the NAS-Bench-201 CSV)")
+        if is_tabular(self.space.name) and not self.space.table:
+            raise GridError(f"space {self.space.name} evaluates by table look-up: give its table (the NAS-Bench-201 "
+                            f"CSV)")
         if self.max_stall < 1:
             raise GridError("max_stall must be at least 1")
         if self.bootstrap_resamples < 100:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from llmnas_local.bench.config import BenchConfig
+from llmnas_local.bench.config import BenchConfig, is_tabular
 from llmnas_local.bench.plots import CURVES_PNG, DISTRIBUTION_PNG, plot_curves, plot_distribution
 from llmnas_local.bench.runner import RunData
 from llmnas_local.bench.stats import ALPHA, LEVEL, holm_verdicts, paired_comparison, published_check, summarize
@@ -135,7 +135,7 @@ def render_table(config: BenchConfig, protocol: dict[str, Any], entries: dict[st
     data = config.space.data
     if isinstance(data, dict):
         data = f"{data.get('source', 'digits')}" + "".join(f", {k} {v}" for k, v in data.items() if k != "source")
-    where = (f"{config.space.name}, table preset `{recipe.get('preset')}`" if config.space.name == "nb201"
+    where = (f"{config.space.name}, table preset `{recipe.get('preset')}`" if is_tabular(config.space.name)
              else f"{config.space.name} on `{data}`, {recipe.get('epochs')} epoch(s) of training")
     seeds = config.seeds
     if len(seeds) == 1:
@@ -251,7 +251,7 @@ def write_report(config: BenchConfig, runs: Sequence[RunData], out_dir: str | Pa
         extra = {"table_md_sha256": hashlib.sha256(paths["table"].read_bytes()).hexdigest(),
                  "results_json_sha256": hashlib.sha256(paths["results"].read_bytes()).hexdigest(),
                  "protocol": protocol}
-        prov = collect_provenance(config.to_json(), table=config.space.table if config.space.name == "nb201" else None,
+        prov = collect_provenance(config.to_json(), table=config.space.table if is_tabular(config.space.name) else None,
                                   models=models, extra=extra)
         paths["provenance"] = out / PROVENANCE_JSON
         _write_text(paths["provenance"], dump_json(prov))

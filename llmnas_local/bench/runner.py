@@ -172,7 +172,7 @@ class BenchRunner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / ".gitignore").write_text(f"{STORE_DIR}/\n")
         # Table look-ups are re-derivable in seconds: skip the fsync of each commit (one at close instead).
-        durable = self.config.space.name != "nb201"
+        durable = not self.space.tabular
         store = LmdbStore(self.out_dir / STORE_DIR, durable=durable)
         try:
             todo = self._plan(store)

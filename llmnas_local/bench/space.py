@@ -3,9 +3,9 @@
 What counts as one query matters for comparing with published numbers. The search loop counts *distinct
 architectures*, identified by the space's canonical form: on NAS-Bench-201 that merges the 15,625 cells into 5,260
 classes of equal networks, so a proposal equivalent to an earlier cell is answered as a duplicate and costs nothing.
-The literature counts distinct *cells* (table rows). ``distinct = "cell"`` gives the search loop
-:class:`Nb201CellSpace`, whose canonical form is the cell itself, so the loop counts queries as the literature does;
-``distinct = "class"`` keeps the project's rule. Both are valid protocols, as long as every entry of a comparison
+The literature counts distinct *cells* (table rows). ``distinct = "cell"`` gives the search loop the space's
+``literal_space`` (``nb201-cells``, :class:`~llmnas_local.dsl.nb201.Nb201CellSpace`), whose canonical form is the cell
+itself, so the loop counts queries as the literature does; ``distinct = "class"`` keeps the project's rule. Both are valid protocols, as long as every entry of a comparison
 uses the same one; they differ by up to a few tenths of a point at small budgets.
 
 With ``"class"``, the runs of one benchmark share a store, and an architecture is answered from the first
@@ -16,43 +16,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmnas_local.bench.config import SpaceConfig
+from llmnas_local.bench.config import TABLE_KEYS, SpaceConfig
 from llmnas_local.dsl import BaseSpace, get_space
-from llmnas_local.dsl.nb201 import Nb201Space
-
-
-class Nb201CellSpace(Nb201Space):
-    """NAS-Bench-201 with every cell string its own architecture (no merging of equivalent cells).
-
-    Named ``nb201-cells`` so that its hashes and runs never mix with those of ``nb201`` in a store.
-    """
-
-    name = "nb201-cells"
-
-    def canonicalize(self, spec: Any) -> Any:
-        return spec
 
 
 def create_space(cfg: SpaceConfig) -> BaseSpace:
-    if cfg.name == "nb201" and cfg.distinct == "cell":
-        return Nb201CellSpace()
-    return get_space(cfg.name)
+    space = get_space(cfg.name)
+    if cfg.distinct == "cell" and space.literal_space is not None:
+        return get_space(space.literal_space)
+    return space
 
 
 def create_evaluator(cfg: SpaceConfig):
-    """The evaluator of the grid (caps passed only when set)."""
-    caps = {k: v for k, v in (("max_params_m", cfg.max_params_m), ("max_flops_m", cfg.max_flops_m)) if v is not None}
-    if cfg.name == "nb201":
-        from llmnas_local.bench.config import TABLE_KEYS
-        from llmnas_local.evaluators import TabularEvaluator
+    """The evaluator of the grid: :func:`llmnas_local.evaluators.create_evaluator`, as ``llmnas search`` builds it."""
+    from llmnas_local.evaluators import create_evaluator as create
 
-        table = {k: getattr(cfg, k) for k in TABLE_KEYS if getattr(cfg, k) is not None}
-        return TabularEvaluator(cfg.table, preset=None if cfg.preset == "none" else cfg.preset, **table, **caps)
-    from llmnas_local.evaluators import DataSpec, TrainingEvaluator
-    from llmnas_local.evaluators.training import TrainingConfig
-
-    data = DataSpec(**cfg.data) if isinstance(cfg.data, dict) else cfg.data
-    return TrainingEvaluator(data, TrainingConfig(**cfg.recipe), **caps, **cfg.evaluator)
+    return create(cfg.name, data=cfg.data, recipe=cfg.recipe, table=cfg.table, preset=cfg.preset,
+                  table_options={k: getattr(cfg, k) for k in TABLE_KEYS}, max_params_m=cfg.max_params_m,
+                  max_flops_m=cfg.max_flops_m, **cfg.evaluator)
 
 
 def describe_protocol(cfg: SpaceConfig, evaluator: Any) -> dict[str, Any]:
@@ -64,7 +45,7 @@ def describe_protocol(cfg: SpaceConfig, evaluator: Any) -> dict[str, Any]:
     columns = getattr(evaluator, "columns", None)
     if isinstance(columns, dict):
         out["select_by_column"], out["report_column"] = columns.get(VAL_ACC), columns.get(TEST_ACC)
-    if cfg.name == "nb201":
+    if get_space(cfg.name).tabular:
         out["task"] = evaluator.describe_task()
         out["distinct"] = cfg.distinct
         out["query"] = ("a distinct cell string (table row), as in the literature" if cfg.distinct == "cell" else

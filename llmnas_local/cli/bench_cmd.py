@@ -66,7 +66,8 @@ def bench(grid_file: str | None, name: str | None, proposers: tuple[str, ...], s
     import dataclasses
 
     from llmnas_local.bench import GridError, load_grid, run_bench
-    from llmnas_local.bench.config import apply_settings, config_from_dict, parse_seeds, parse_setting, resolve_path
+    from llmnas_local.bench.config import (SpaceConfig, apply_settings, config_from_dict, is_tabular, parse_seeds,
+                                           parse_setting, resolve_path)
 
     try:
         raw_space: dict = {}
@@ -87,8 +88,9 @@ def bench(grid_file: str | None, name: str | None, proposers: tuple[str, ...], s
         else:
             if not proposers:
                 raise UserError("give --grid FILE or at least one --proposer")
-            default_name = "-".join([space or "nb201", preset or "cifar10"] if (space or "nb201") == "nb201"
-                                    else [space, (data or "digits").rsplit("/", 1)[-1]])
+            space_name = space or SpaceConfig.name
+            default_name = "-".join([space_name, preset or "cifar10"] if is_tabular(space_name)
+                                    else [space_name, (data or "digits").rsplit("/", 1)[-1]])
             config = config_from_dict({"name": default_name, "entries": [_entry(p).to_json() for p in proposers],
                                        "space": raw_space})
         changes: dict = {}

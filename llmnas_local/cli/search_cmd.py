@@ -107,37 +107,13 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
 
     sp = get_space(space)
     proposer = proposer or DEFAULT_PROPOSER.get(space, "llm")
-    if space != "nb201":
-        from llmnas_local.evaluators.training import proxy_defaults
-
-        d = proxy_defaults(data)
-        epochs, lr, batch_size = epochs or d["epochs"], lr or d["lr"], batch_size or d["batch_size"]
-        input_size = input_size or d.get("resolution")
-        max_params_m = max_params_m if max_params_m is not None else d.get("max_params_m")
-        max_flops_m = max_flops_m if max_flops_m is not None else d.get("max_flops_m")
-    caps = {"max_params_m": max_params_m, "max_flops_m": max_flops_m}
-    columns = {k: v for k, v in (("val_column", val_column), ("test_column", test_column),
-                                 ("params_column", params_column), ("flops_column", flops_column),
-                                 ("num_classes", num_classes)) if v is not None}
-    if space == "nb201":
-        if table is None:
-            raise UserError("--space nb201 evaluates by table lookup: give --table PATH (a NAS-Bench-201 CSV)")
-        from llmnas_local.evaluators import TabularEvaluator
-
-        evaluator = TabularEvaluator(table, preset=None if preset == "none" else preset, input_size=input_size,
-                                     **columns, **caps)
-    else:
-        if table is not None or columns:
-            flag = "--table" if table is not None else "--" + next(iter(columns)).replace("_", "-")
-            raise UserError(f"{flag} is for --space nb201, not {space}")
-        from llmnas_local.evaluators import DataSpec, TrainingConfig, TrainingEvaluator
-
-        data_spec = DataSpec(source=data, train_size=train_size, val_size=val_size, test_size=test_size,
-                             resolution=input_size, split_seed=train_seed)
-        config = TrainingConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=train_seed,
-                                device=device)
-        evaluator = TrainingEvaluator(data_spec, config, time_limit_s=timeout, threads=_threads_per_worker(workers),
-                                      **caps)
+    evaluator = _create_evaluator(sp, data=data, table=table, preset=preset, train_seed=train_seed, epochs=epochs,
+                                  lr=lr, batch_size=batch_size, input_size=input_size, train_size=train_size,
+                                  val_size=val_size, test_size=test_size, max_params_m=max_params_m,
+                                  max_flops_m=max_flops_m, device=device, timeout=timeout, workers=workers,
+                                  val_column=val_column, test_column=test_column, params_column=params_column,
+                                  flops_column=flops_column, num_classes=num_classes)
+    caps = {"max_params_m": evaluator.constraints.max_params_m, "max_flops_m": evaluator.constraints.max_flops_m}
     settings: dict = {}
     if proposer in ("evolution", "llm-evo", "llm-edit"):
         settings = {"population": population, "tournament": tournament}
@@ -184,7 +160,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
             evaluator.close()
             prop.close()
         progress.close()
-        _report(study, best, store, _no_result_hint(space, timeout, caps))
+        _report(study, best, store, _no_result_hint(sp, timeout, caps))
 
 
 def _backend_settings(llm_backend: str, vllm_python: str | None, llm_timeout: float | None) -> dict:
@@ -196,6 +172,32 @@ def _backend_settings(llm_backend: str, vllm_python: str | None, llm_timeout: fl
     return settings
 
 
+def _create_evaluator(space, *, data: str, table: str | None, preset: str, train_seed: int, epochs: int | None,
+                      lr: float | None, batch_size: int | None, input_size: int | None, train_size: int | None,
+                      val_size: int | None, test_size: int | None, max_params_m: float | None,
+                      max_flops_m: float | None, device: str, timeout: float, workers: int, **columns):
+    """The search's evaluator, as ``llmnas bench`` builds it (:func:`llmnas_local.evaluators.create_evaluator`, with
+    the data set's proxy defaults); an option the space's kind of evaluation does not take is a UserError."""
+    from llmnas_local.evaluators import create_evaluator
+
+    caps = {"max_params_m": max_params_m, "max_flops_m": max_flops_m}
+    columns = {k: v for k, v in columns.items() if v is not None}
+    if space.tabular:
+        if table is None:
+            raise UserError(f"--space {space.name} evaluates by table lookup: give --table PATH (a NAS-Bench-201 "
+                            f"CSV)")
+        return create_evaluator(space, table=table, preset=preset, table_options={**columns, "input_size": input_size},
+                                **caps)
+    if table is not None or columns:
+        flag = "--table" if table is not None else "--" + next(iter(columns)).replace("_", "-")
+        raise UserError(f"{flag} is for --space nb201, not {space.name}")
+    recipe = {k: v for k, v in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size)) if v is not None}
+    data_spec = {"source": data, "train_size": train_size, "val_size": val_size, "test_size": test_size,
+                 "resolution": input_size, "split_seed": train_seed}
+    return create_evaluator(space, data=data_spec, recipe={**recipe, "seed": train_seed, "device": device},
+                            time_limit_s=timeout, threads=_threads_per_worker(workers), **caps)
+
+
 def _threads_per_worker(workers: int) -> int | None:
     """Split the cores between parallel trainings (oversubscribed torch threads are many times slower)."""
     import os
@@ -203,10 +205,10 @@ def _threads_per_worker(workers: int) -> int | None:
     return None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
 
 
-def _no_result_hint(space: str, timeout: float, caps: dict) -> str:
+def _no_result_hint(space, timeout: float, caps: dict) -> str:
     """What to change when no architecture completed, for the errors that can cause it."""
-    hints = [] if space == "nb201" else [f"a longer --timeout (now {timeout:g} s)",
-                                         "shorter trainings (--train-size, --epochs, --input-size)"]
+    hints = [] if space.tabular else [f"a longer --timeout (now {timeout:g} s)",
+                                      "shorter trainings (--train-size, --epochs, --input-size)"]
     if any(v is not None for v in caps.values()):
         hints.append("looser caps (--max-params-m, --max-flops-m)")
     return "; try " + ", ".join(hints) if hints else ""

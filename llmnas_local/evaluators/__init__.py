@@ -2,7 +2,9 @@
 
 - :class:`TrainingEvaluator` (``training``): the one-epoch proxy on local data, in an isolated worker process;
 - :class:`TabularEvaluator` (``tabular``): a look-up in the NAS-Bench-201 table for the ``nb201`` space;
-- :func:`load_dataset` / :class:`DataSpec`: the offline data sets the training evaluator reads.
+- :func:`load_dataset` / :class:`DataSpec`: the offline data sets the training evaluator reads;
+- :func:`create_evaluator` (``factory``): the evaluator of a space, with the data set's proxy defaults (the CLI, the
+  bench and the API build theirs with it).
 
 Names are imported lazily, so importing this package does not import torch.
 """
@@ -17,6 +19,7 @@ _LAZY = {
     "TrainingEvaluator": "training", "TrainingConfig": "training",
     "TabularEvaluator": "tabular", "PRESETS": "tabular",
     "DataSpec": "data", "Dataset": "data", "load_dataset": "data", "describe_dataset": "data",
+    "create_evaluator": "factory", "TABLE_OPTIONS": "factory",
 }
 
 __all__ = ["BaseEvaluator", "recipe_hash", *_LAZY]
