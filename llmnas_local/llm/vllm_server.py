@@ -30,6 +30,7 @@ from llmnas_local.llm.base import BackendError, BaseBackend
 from llmnas_local.llm.openai_backend import OpenAIBackend, ServerUnreachable, server_healthy
 
 ENTRYPOINT = "vllm.entrypoints.openai.api_server"
+CLOSE_GRACE_S = 3.0       # SIGTERM to SIGKILL when the backend is closed (a restart gives a dying server 15 s)
 _REPO = Path(__file__).resolve().parents[2]
 _LIVE: "weakref.WeakSet[VllmServerBackend]" = weakref.WeakSet()
 _HOOKS_LOCK = threading.Lock()
@@ -225,9 +226,11 @@ class VllmServerBackend(BaseBackend):
             return client.generate(prompts, constraint, **kwargs)
 
     def close(self) -> None:
+        """Stop the server: SIGTERM, then SIGKILL after ``CLOSE_GRACE_S`` (its state is disposable, and a stopped
+        search must exit within seconds)."""
         with self._lock:
             self._closed = True
-            self._stop_process()
+            self._stop_process(grace_s=CLOSE_GRACE_S)
         _LIVE.discard(self)
 
     def __del__(self):
