@@ -32,13 +32,14 @@ import time
 from pathlib import Path
 
 from llmnas_local.bench.provenance import git_info, machine_info, package_versions
-from llmnas_local.records import TrialRecord, is_transient
+from llmnas_local.records import PEAK_MEM_MB, TRAIN_S, TrialRecord, is_transient
 from llmnas_local.store import LmdbStore, StoreError
 
 WORKER = "llmnas_local.evaluators.worker"
 CNN_ARGS = ["--data", "digits", "--train-size", "256", "--val-size", "64", "--test-size", "64", "--input-size", "8",
             "--max-params-m", "0.5", "--max-flops-m", "8", "--device", "cpu"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+VARYING = (TRAIN_S, PEAK_MEM_MB)
 
 
 def search_command(args: argparse.Namespace, store: Path) -> list[str]:
@@ -100,7 +101,9 @@ def kill_round(cmd: list[str], delay_s: float) -> tuple[str, float]:
 
 
 def key(t: TrialRecord) -> tuple:
-    return t.seq, t.raw, t.canonical, t.status, t.arch_hash, json.dumps(t.metrics, sort_keys=True), t.error
+    """What must be equal to an uninterrupted run's trial: all but wall times and peak memory, which vary."""
+    metrics = {k: v for k, v in t.metrics.items() if k not in VARYING}
+    return t.seq, t.raw, t.canonical, t.status, t.arch_hash, json.dumps(metrics, sort_keys=True), t.error
 
 
 def main() -> None:
