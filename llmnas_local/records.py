@@ -79,6 +79,62 @@ class Outcome:
 
 
 @dataclasses.dataclass(frozen=True)
+class LLMCall:
+    """What an LLM proposer recorded of the model call that wrote a proposal (``TrialRecord.llm``).
+
+    The candidates of one call share its ``call_id`` and the call's own figures (prompt, ``tokens_in``, ``gen_s``, the
+    improver's tokens and seconds); ``raw_output``, ``tokens_out``, ``finish_reason`` and ``diagnosis`` are each
+    candidate's. ``model`` is the model as the user named it (a registry name), never where its weights are.
+    ``prompt`` is the chat as JSON until the store keeps it once, by hash (``prompt_hash``). ``extra``: what one
+    proposer adds (the grammar it decoded under, an edit, an unparseable diagnosis...). Records stored before this type
+    hold free-form dicts: :meth:`from_json` reads them (unknown keys into ``extra``; no ``call_id``)."""
+
+    call_id: str = ""
+    backend: str = ""
+    model: str = ""
+    temperature: float | None = None
+    prompt: str = ""
+    prompt_hash: str = ""
+    raw_output: str = ""
+    tokens_in: int = 0              # per call
+    tokens_out: int = 0             # this candidate's
+    gen_s: float = 0.0              # per call
+    finish_reason: str = ""
+    prefix_guard: bool | None = None     # whether decoding enforced the space's prefix guard (None: not recorded)
+    improver_tokens_in: int = 0     # the diagnosis call before the generator's (llm), per call
+    improver_tokens_out: int = 0
+    improver_s: float = 0.0
+    diagnosis: dict[str, str] = dataclasses.field(default_factory=dict)   # {"problem": ..., "modification": ...}
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields that differ from their defaults, and ``extra``'s keys beside them (as records always held)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "extra" and getattr(self, f.name) != _LLM_DEFAULTS[f.name]}
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "LLMCall":
+        known = {k: v for k, v in d.items() if k in _LLM_DEFAULTS and k != "extra"}
+        for k in ("tokens_in", "tokens_out", "improver_tokens_in", "improver_tokens_out"):
+            if k in known:
+                known[k] = int(known[k] or 0)
+        for k in ("gen_s", "improver_s"):
+            if k in known:
+                known[k] = float(known[k] or 0.0)
+        if "call_id" in known:          # llm-edit stored an integer before call ids were strings
+            known["call_id"] = str(known["call_id"])
+        if not isinstance(known.get("diagnosis", {}), dict):
+            known["diagnosis"] = {}
+        extra = {k: v for k, v in d.items() if k not in _LLM_DEFAULTS or k == "extra"}
+        return cls(**known, extra=extra)
+
+
+_LLM_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                 for f in dataclasses.fields(LLMCall)}
+
+
+@dataclasses.dataclass(frozen=True)
 class TrialRecord:
     """One proposal and what became of it. Written once, durably, when the trial finishes; never modified."""
 
@@ -94,13 +150,19 @@ class TrialRecord:
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     error: str = ""
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
-    llm: dict[str, Any] = dataclasses.field(default_factory=dict)   # backend, model, tokens, prompt hash, diagnosis
+    llm: LLMCall | None = None            # the model call that wrote it (LLM proposers); a dict is read as stored
     from_store: bool = False              # answered from an outcome another run stored: not re-evaluated
     created_at: float = dataclasses.field(default_factory=time.time)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.llm, dict):        # a stored record (JSON), or a caller's dict
+            object.__setattr__(self, "llm", LLMCall.from_json(self.llm) if self.llm else None)
+
     def to_json(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["metrics"], d["timings"] = dict(self.metrics), dict(self.timings)
         d["status"] = int(self.status)
+        d["llm"] = self.llm.to_json() if self.llm is not None else {}
         return d
 
     @classmethod

@@ -81,6 +81,13 @@ class EntryConfig:
     proposer: str
     settings: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
+    @property
+    def uses_llm(self) -> bool:
+        """An LLM proposer, or settings that name an LLM backend kind or a model (the runner gives it a backend)."""
+        from llmnas_local.proposers import LLM_PROPOSERS
+
+        return self.proposer in LLM_PROPOSERS or "llm" in self.settings or "model" in self.settings
+
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "proposer": self.proposer, "settings": self.settings}
 

@@ -46,7 +46,7 @@ def entry_results(config: BenchConfig, runs: Sequence[RunData]) -> dict[str, dic
             counts.update(r.counts)
         tested = np.concatenate([np.asarray(r.evaluated_test, dtype=float) for r in rs]) if rs else np.array([])
         walls = [r.wall_s for r in rs if r.wall_s is not None]
-        uses_llm = _uses_llm(entry) or any(r.llm_tokens or r.llm_s for r in rs)
+        uses_llm = entry.uses_llm or any(r.llm_tokens or r.llm_s for r in rs)
         res: dict[str, Any] = {
             "proposer": entry.proposer, "settings": entry.settings, "runs": len(rs),
             "stalled_runs": sum(r.stalled is not None for r in rs),
@@ -71,13 +71,6 @@ def entry_results(config: BenchConfig, runs: Sequence[RunData]) -> dict[str, dic
                 if b <= config.max_budget}
         out[entry.name] = res
     return out
-
-
-def _uses_llm(entry) -> bool:
-    """The runner's rule: an LLM proposer, or settings that name an LLM backend or model."""
-    from llmnas_local.proposers import LLM_PROPOSERS
-
-    return entry.proposer in LLM_PROPOSERS or "llm" in entry.settings or "model" in entry.settings
 
 
 def comparisons(config: BenchConfig, runs: Sequence[RunData]) -> list[dict[str, Any]]:

@@ -11,12 +11,12 @@ Runs share the store's outcomes: an architecture that another run of the benchma
 recipe is answered from the store (``from_store``), so it costs this run no evaluation time. With table look-ups
 (cell-level identity) that changes nothing but time; with trainings, runs share one evaluation per architecture.
 
-LLM entries (proposer ``llm``, or any entry whose settings name an ``llm`` backend kind or a ``model``): the backend
-is created here with :func:`llmnas_local.llm.create_backend`, once per ``(llm, model, base_url, backend_settings)``,
-and handed to the proposer as ``create_proposer(name, backend=<BaseBackend>, llm=..., model=..., **config)`` (the
-``backend=`` argument of ``create_llm_proposer``); the entries and seeds that use the same model share it. Settings
-keys: ``llm`` (default "transformers"), ``model`` (default the embedded "smollm2"), ``base_url`` (openai),
-``backend_settings``; the rest are :class:`LLMProposerConfig` fields. Proposers that hold a shared backend are not
+LLM entries (an LLM proposer, or any entry whose settings name an ``llm`` backend kind or a ``model``:
+``EntryConfig.uses_llm``): the entry's settings ``llm`` (default "transformers"), ``model`` (default the embedded
+model), ``base_url`` (openai) and ``backend_settings`` make its :class:`~llmnas_local.llm.BackendSpec`; the backend is
+created here once per spec and handed to the proposer as ``create_proposer(name, backend=<BaseBackend>, model=...,
+**config)``, so the entries and seeds that use the same model share it. The rest of the settings configure the
+proposer. Proposers that hold a shared backend are not
 closed after their run (that would close the shared model); the backends are closed when the grid is done.
 """
 from __future__ import annotations
@@ -31,13 +31,10 @@ from typing import Any, Callable, Iterable
 
 from llmnas_local.bench.config import BenchConfig, EntryConfig, GridError, canonical_json
 from llmnas_local.bench.space import create_evaluator, create_space
-from llmnas_local.records import PROPOSE_S, TEST_ACC, VAL_ACC, TrialRecord, TrialStatus
+from llmnas_local.records import PROPOSE_S, TEST_ACC, VAL_ACC, LLMCall, TrialRecord, TrialStatus
 
 STORE_DIR = "store"
 RUNS_FILE = "runs.json"
-DEFAULT_BACKEND = "transformers"
-DEFAULT_MODEL = "smollm2"
-_BACKEND_KEYS = ("backend", "model", "backend_options")
 
 BackendFactory = Callable[..., Any]
 Progress = Callable[[str, dict[str, Any]], None]
@@ -93,7 +90,7 @@ def summarize_run(entry: str, seed: int, run_id: str, trials: Iterable[TrialReco
     best: TrialRecord | None = None
     n_eval = n_trials = from_store = 0
     tokens, llm_s, propose_s, trial_s = 0, 0.0, 0.0, 0.0
-    last_call: tuple | None = None
+    last_call: object = None
     for t in trials:
         if n_eval >= max_budget:
             break
@@ -101,15 +98,14 @@ def summarize_run(entry: str, seed: int, run_id: str, trials: Iterable[TrialReco
         counts[t.status.name.lower()] = counts.get(t.status.name.lower(), 0) + 1
         propose_s += float(t.timings.get(PROPOSE_S, 0.0))
         trial_s += sum(float(v) for v in t.timings.values())
-        if t.llm:
+        if t.llm is not None:
             call = _call_key(t.llm)
             new_call = call != last_call
             last_call = call
-            tokens += int(t.llm.get("tokens_out", 0) or 0)
+            tokens += t.llm.tokens_out
             if new_call:   # prompt tokens, improver tokens and call time are per call, copied into each candidate
-                tokens += int(t.llm.get("tokens_in", 0) or 0)
-                tokens += int(t.llm.get("improver_tokens_in", 0) or 0) + int(t.llm.get("improver_tokens_out", 0) or 0)
-                llm_s += float(t.llm.get("gen_s", 0.0) or 0.0) + float(t.llm.get("improver_s", 0.0) or 0.0)
+                tokens += t.llm.tokens_in + t.llm.improver_tokens_in + t.llm.improver_tokens_out
+                llm_s += t.llm.gen_s + t.llm.improver_s
         if not t.status.evaluated:
             continue
         n_eval += 1
@@ -131,11 +127,10 @@ def summarize_run(entry: str, seed: int, run_id: str, trials: Iterable[TrialReco
                    propose_s, trial_s, wall_s, best_json, stalled, max_budget, from_store)
 
 
-def _call_key(llm: dict[str, Any]) -> tuple:
-    """Candidates of one LLM call share their prompt and call metadata (a ``call_id`` when the proposer writes one)."""
-    if "call_id" in llm:
-        return ("id", llm["call_id"])
-    return (llm.get("prompt_hash"), llm.get("gen_s"), llm.get("tokens_in"), llm.get("improver_s"))
+def _call_key(llm: LLMCall) -> object:
+    """The call a trial's proposal came from: its ``call_id``. Records stored before call ids: the call's shared
+    figures (prompt, seconds, prompt tokens), which the candidates of one call hold alike."""
+    return llm.call_id or (llm.prompt_hash, llm.gen_s, llm.tokens_in, llm.improver_s)
 
 
 # -- backends ---------------------------------------------------------------------------------------------------------
@@ -155,7 +150,7 @@ class BenchRunner:
         self.out_dir = Path(out_dir)
         self.backend_factory = backend_factory or create_backend
         self.progress = progress or (lambda event, info: None)
-        self._backends: dict[tuple[str, str, str], Any] = {}
+        self._backends: dict[Any, Any] = {}          # BackendSpec -> its backend, shared by the entries naming it
         self._model_paths: set[str] = set()
         self.space = create_space(config.space)
         self.evaluator = create_evaluator(config.space)
@@ -287,22 +282,16 @@ class BenchRunner:
 
     def _create_proposer(self, entry: EntryConfig) -> tuple[Any, bool]:
         """The entry's proposer, and whether it holds a shared backend."""
-        from llmnas_local.proposers import LLM_PROPOSERS, create_proposer
+        from llmnas_local.llm import BackendSpec
+        from llmnas_local.proposers import create_proposer
 
-        settings = dict(entry.settings)
-        uses_llm = entry.proposer in LLM_PROPOSERS or "llm" in settings or "model" in settings
-        if not uses_llm or "backend" in settings:
-            return create_proposer(entry.proposer, **settings), False
-        kind = str(settings.get("llm", DEFAULT_BACKEND))
-        model = settings.get("model", DEFAULT_MODEL)
-        backend_settings = dict(settings.pop("backend_settings", None) or {})
-        if settings.get("base_url") is not None:
-            backend_settings["base_url"] = settings.pop("base_url")
-        key = (kind, str(model), canonical_json(backend_settings))
-        if key not in self._backends:
-            self.progress("backend", {"backend": kind, "model": model})
-            self._backends[key] = self.backend_factory(kind, model, **backend_settings)
-        return create_proposer(entry.proposer, backend=self._backends[key], **settings), True
+        if not entry.uses_llm or "backend" in entry.settings:
+            return create_proposer(entry.proposer, **entry.settings), False
+        spec, settings = BackendSpec.from_settings(entry.settings)
+        if spec not in self._backends:
+            self.progress("backend", {"backend": spec.kind, "model": spec.model})
+            self._backends[spec] = self.backend_factory(spec.kind, spec.model, **spec.options())
+        return create_proposer(entry.proposer, backend=self._backends[spec], model=spec.model, **settings), True
 
     def model_paths(self) -> list[str]:
         """Where the weights of the backends this call loaded are (for provenance)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from llmnas_local.cli.errors import UserError, user_errors
+from llmnas_local.llm.models import EMBEDDED
 
 
 @click.group()
@@ -24,7 +25,7 @@ def list_() -> None:
 
 
 @models.command()
-@click.argument("name", default="smollm2")
+@click.argument("name", default=EMBEDDED)
 @click.option("--force", is_flag=True, help="Prepare again even if the folder exists.")
 @user_errors
 def prepare(name: str, force: bool) -> None:
@@ -35,7 +36,7 @@ def prepare(name: str, force: bool) -> None:
     info = get_model_info(name)
     if info is None:
         raise UserError(f"unknown model {name!r} (see llmnas models list)")
-    if name != "smollm2":
+    if name != EMBEDDED:
         raise UserError(f"{name} cannot be prepared offline: download {info.hf_repo} on a machine with network "
                         f"access and copy the folder to {info.path}")
     if info.present and not force:

@@ -6,6 +6,7 @@ import sys
 import click
 
 from llmnas_local.cli.errors import SearchError, UserError, ignore_further_interrupts, user_errors
+from llmnas_local.llm.models import EMBEDDED
 
 DEFAULT_STORE = "runs/default"
 # The LLM proposer the grids measured best on each space (benchmarks/README.md). On cnn, llm-edit's random warm-up
@@ -67,7 +68,7 @@ DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
 @click.option("--llm", "llm_backend", type=click.Choice(["transformers", "vllm", "openai"]), default="transformers",
               show_default=True, help="llm: in-process transformers + xgrammar, a managed vLLM server, or a running "
                                       "OpenAI-compatible local server (--llm-url).")
-@click.option("--model", default="smollm2", show_default=True,
+@click.option("--model", default=EMBEDDED, show_default=True,
               help="llm: a registry name (llmnas models list) or a local model folder.")
 @click.option("--llm-url", default=None, help="llm: base URL of a running local server (--llm openai).")
 @click.option("--vllm-python", default=None,
@@ -100,6 +101,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
            llm_timeout: float | None = None) -> None:
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
+    from llmnas_local.llm import BackendSpec
     from llmnas_local.proposers import LLM_PROPOSERS, create_proposer
     from llmnas_local.evaluators.worker import WorkerStartError
     from llmnas_local.search import Search, SearchStalled
@@ -118,8 +120,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
     if proposer in ("evolution", "llm-evo", "llm-edit"):
         settings = {"population": population, "tournament": tournament}
     if proposer in LLM_PROPOSERS:
-        settings.update(llm=llm_backend, model=model, base_url=llm_url,
-                        backend_settings=_backend_settings(llm_backend, vllm_python, llm_timeout))
+        settings["backend"] = BackendSpec(llm_backend, model, llm_url,
+                                          _backend_settings(llm_backend, vllm_python, llm_timeout))
         settings.update({k: v for k, v in (("candidates", candidates), ("temperature", temperature)) if v is not None})
         settings["hints"] = hints
         if proposer == "llm-edit":

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from llmnas_local.llm.base import BackendError, BaseBackend
+from llmnas_local.llm.models import EMBEDDED
 from llmnas_local.llm.openai_backend import OpenAIBackend, ServerUnreachable, server_healthy
 
 ENTRYPOINT = "vllm.entrypoints.openai.api_server"
@@ -71,7 +72,7 @@ class VllmServerBackend(BaseBackend):
 
     name = "vllm"
 
-    def __init__(self, model: str | os.PathLike = "smollm2", *, python: str | None = None, device: str = "auto",
+    def __init__(self, model: str | os.PathLike = EMBEDDED, *, python: str | None = None, device: str = "auto",
                  max_model_len: int = 4096, gpu_memory_utilization: float = 0.9, dtype: str = "auto",
                  enforce_eager: bool | None = None, seed: int = 0, served_model_name: str | None = None,
                  extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None,

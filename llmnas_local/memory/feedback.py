@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import dataclasses
 
-from llmnas_local.records import FLOPS_M, PARAMS_M, TEST_ACC, VAL_ACC, TrialRecord, TrialStatus
+from llmnas_local.records import FLOPS_M, PARAMS_M, VAL_ACC, TrialRecord, TrialStatus
 
 if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
     from llmnas_local.search.history import HistoryView
 
-DIAGNOSIS = "diagnosis"    # key of TrialRecord.llm holding {"problem": ..., "modification": ...}
+DIAGNOSIS = "diagnosis"    # the JSON key of TrialRecord.llm's diagnosis ({"problem": ..., "modification": ...})
 SCAN_PER_SLOT = 8          # the window looks back over at most this many trials per slot for distinct proposals
 
 
@@ -89,19 +89,10 @@ class FeedbackMemory:
                 latest[text] = t
         out = []
         for text, t in reversed(latest.items()):
-            diagnosis = t.llm.get(DIAGNOSIS) or {}
+            diagnosis = t.llm.diagnosis if t.llm is not None else {}
             outcome = describe_outcome(t, best_val)
             if counts[text] > 1:
                 outcome += f" (proposed {counts[text]} times)"
             out.append(Triple(problem=str(diagnosis.get("problem", "")),
                               modification=str(diagnosis.get("modification", "")), proposal=text, outcome=outcome))
         return out
-
-    @staticmethod
-    def best_summary(history: HistoryView) -> str:
-        best = history.best(1)
-        if not best:
-            return "nothing evaluated yet"
-        m = best[0].metrics
-        test = f", test_acc {m[TEST_ACC]:.2f}" if TEST_ACC in m else ""
-        return f"val_acc {m[VAL_ACC]:.2f}{test}: {best[0].canonical}"

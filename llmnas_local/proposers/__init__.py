@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from llmnas_local.llm.models import EMBEDDED
 from llmnas_local.proposers.base import BaseProposer, Proposal
 
 _PROPOSERS: dict[str, Callable[..., BaseProposer]] = {}
@@ -22,22 +23,22 @@ def create_proposer(name: str, **settings: Any) -> BaseProposer:
     return _PROPOSERS[name](**settings)
 
 
-def create_llm_proposer(llm: str = "transformers", model: str | None = "smollm2", *, backend=None,
+def create_llm_proposer(llm: str = "transformers", model: str | None = EMBEDDED, *, backend=None,
                         base_url: str | None = None, backend_settings: dict[str, Any] | None = None,
                         **config: Any) -> BaseProposer:
     """The LLM proposer on a backend: ``llm`` is "transformers", "vllm" or "openai" (with ``base_url``); ``model`` a
-    registry name or a local folder. ``config`` holds :class:`LLMProposerConfig` fields. Pass ``backend=`` to share
-    one loaded model between proposers (benchmarks)."""
+    registry name or a local folder. ``config`` holds :class:`LLMProposerConfig` fields. ``backend=``: a
+    :class:`~llmnas_local.llm.BackendSpec` (instead of the four backend arguments), or a loaded backend to share
+    between proposers (benchmarks; ``model`` then names it)."""
     from llmnas_local.proposers.llm import LLMProposer, LLMProposerConfig, check_backend
 
     cfg = LLMProposerConfig(**config)            # reject bad settings before loading a model
-    if backend is None:
-        check_backend(cfg, _backend_class(llm))
-        backend = _create_backend(llm, model, base_url, backend_settings)
-    return LLMProposer(backend, cfg, model_name=model)
+    backend, name = _backend(backend, llm, model, base_url, backend_settings,
+                             check=lambda backend_class: check_backend(cfg, backend_class))
+    return LLMProposer(backend, cfg, model_name=name)
 
 
-def create_llm_evolution_proposer(llm: str = "transformers", model: str | None = "smollm2", *, backend=None,
+def create_llm_evolution_proposer(llm: str = "transformers", model: str | None = EMBEDDED, *, backend=None,
                                   base_url: str | None = None, backend_settings: dict[str, Any] | None = None,
                                   **config: Any) -> BaseProposer:
     """Regularized evolution with the LLM as its mutation operator (``llm-evo``); arguments as
@@ -45,12 +46,11 @@ def create_llm_evolution_proposer(llm: str = "transformers", model: str | None =
     from llmnas_local.proposers.llm_evolution import LLMEvolutionConfig, LLMEvolutionProposer
 
     cfg = LLMEvolutionConfig(**config)
-    if backend is None:
-        backend = _create_backend(llm, model, base_url, backend_settings)
-    return LLMEvolutionProposer(backend, cfg, model_name=model)
+    backend, name = _backend(backend, llm, model, base_url, backend_settings)
+    return LLMEvolutionProposer(backend, cfg, model_name=name)
 
 
-def create_llm_edit_proposer(llm: str = "transformers", model: str | None = "smollm2", *, backend=None,
+def create_llm_edit_proposer(llm: str = "transformers", model: str | None = EMBEDDED, *, backend=None,
                              base_url: str | None = None, backend_settings: dict[str, Any] | None = None,
                              **config: Any) -> BaseProposer:
     """Regularized evolution whose edits the model chooses (``llm-edit``); arguments as
@@ -58,26 +58,23 @@ def create_llm_edit_proposer(llm: str = "transformers", model: str | None = "smo
     from llmnas_local.proposers.llm_edit import LLMEditConfig, LLMEditProposer
 
     cfg = LLMEditConfig(**config)
-    if backend is None:
-        backend = _create_backend(llm, model, base_url, backend_settings)
-    return LLMEditProposer(backend, cfg, model_name=model)
+    backend, name = _backend(backend, llm, model, base_url, backend_settings)
+    return LLMEditProposer(backend, cfg, model_name=name)
 
 
-def _backend_class(llm: str):
-    from llmnas_local.llm import BACKENDS, BackendError
+def _backend(backend, llm: str, model: str | None, base_url: str | None, backend_settings: dict[str, Any] | None,
+             check: Callable[[type], None] | None = None):
+    """(the proposer's backend, the model's name as the user gave it): a loaded backend as given (shared), else the
+    one its spec creates (``backend`` if a BackendSpec, else the spec of the four arguments)."""
+    from llmnas_local.llm import BackendSpec
 
-    if llm not in BACKENDS:
-        raise BackendError(f"unknown backend {llm!r} (choose from {', '.join(BACKENDS)})")
-    return BACKENDS[llm]
-
-
-def _create_backend(llm: str, model: str | None, base_url: str | None, backend_settings: dict[str, Any] | None):
-    from llmnas_local.llm import create_backend
-
-    settings = dict(backend_settings or {})
-    if base_url is not None:
-        settings["base_url"] = base_url
-    return create_backend(llm, model=model, **settings)
+    if backend is not None and not isinstance(backend, BackendSpec):
+        return backend, model if model is not None else str(backend.model)
+    spec = backend if backend is not None else BackendSpec(llm, model, base_url, backend_settings or {})
+    if check is not None:
+        check(spec.backend_class)
+    created = spec.create()
+    return created, spec.model if spec.model is not None else str(created.model)
 
 
 LLM_PROPOSERS = ("llm", "llm-evo", "llm-edit")     # proposers that take a backend (``backend=``, ``llm=``, ``model=``)

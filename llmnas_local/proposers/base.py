@@ -6,19 +6,24 @@ import dataclasses
 import random
 from typing import Any, TYPE_CHECKING
 
+from llmnas_local.records import LLMCall
+
 if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
     from llmnas_local.search.history import HistoryView
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Proposal:
-    """A proposed architecture as DSL text, before parsing. ``llm`` carries what an LLM proposer records."""
+    """A proposed architecture as DSL text, before parsing. ``llm``: the model call that wrote it (LLM proposers)."""
 
     text: str
     parent_hash: str | None = None
-    llm: dict[str, Any] = dataclasses.field(default_factory=dict)
+    llm: LLMCall | None = None
     propose_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.llm, dict):        # a proposer that writes the record as a dict (as records were)
+            object.__setattr__(self, "llm", LLMCall.from_json(self.llm) if self.llm else None)
 
 
 class BaseProposer(abc.ABC):

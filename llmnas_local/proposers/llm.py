@@ -19,9 +19,10 @@ from typing import Any, TYPE_CHECKING
 
 from llmnas_local.dsl import SemanticError
 from llmnas_local.llm.base import Constraint
-from llmnas_local.memory.feedback import DIAGNOSIS, FeedbackMemory
+from llmnas_local.memory.feedback import FeedbackMemory
 from llmnas_local.prompts import PromptContext, generator_messages, improver_messages
-from llmnas_local.proposers.base import BaseProposer, Proposal
+from llmnas_local.proposers.base import Proposal
+from llmnas_local.proposers.llm_base import BaseLLMProposer
 from llmnas_local.records import TrialStatus
 
 if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
@@ -121,14 +122,13 @@ def guard_record(backend, constraint: Constraint) -> dict[str, bool]:
     return {"prefix_guard": constraint.prefix_guard is not None and backend.enforces_prefix_guard}
 
 
-class LLMProposer(BaseProposer):
+class LLMProposer(BaseLLMProposer):
     name = "llm"
 
     def __init__(self, backend, config: LLMProposerConfig = LLMProposerConfig(), improver_backend=None,
                  model_name: str | None = None):
         check_backend(config, backend)
-        self.backend = backend
-        self.model_name = model_name or str(backend.model)   # as the user named it: part of the run's identity
+        super().__init__(backend, model_name)    # the model as the user named it: part of the run's identity
         self.improver_backend = improver_backend or backend
         self.config = config
         self.memory = FeedbackMemory(window=config.window, elites=config.elites)
@@ -153,33 +153,20 @@ class LLMProposer(BaseProposer):
     def propose(self, history: HistoryView, n: int, rng: random.Random) -> list[Proposal]:
         t0 = time.perf_counter()
         ctx = self.context(history)
-        meta: dict[str, Any] = {"backend": self.backend.name, "model": str(self.backend.model)}
+        call: dict[str, Any] = {"extra": {}}
         diagnosis = None
         if self.config.improver:
-            diagnosis, improver_meta = self._diagnose(ctx, rng)
-            meta.update(improver_meta)
+            diagnosis, call = self._diagnose(ctx, rng)
         messages = generator_messages(ctx, diagnosis)
         temperature = self.temperature(history)
-        meta["temperature"] = temperature
         grammar = unseen_grammar(history, self._facts_for(history)) if self.config.unseen_only else None
-        meta["grammar"] = "unseen" if grammar else "space"
         constraint = dsl_constraint(history, grammar)
-        meta.update(guard_record(self.backend, constraint))
-        [gen] = self.backend.generate([messages], constraint,
-                                      n=max(n, self.config.candidates), max_tokens=self.config.max_tokens,
-                                      temperature=temperature, top_p=self.config.top_p,
-                                      seed=rng.randrange(2**31), distinct=self.config.distinct)
+        call.update(temperature=temperature, diagnosis=diagnosis or {}, **guard_record(self.backend, constraint))
+        call["extra"]["grammar"] = "unseen" if grammar else "space"
         best = history.best(1)
-        parent = best[0].arch_hash if best else None
-        share = (time.perf_counter() - t0) / max(1, len(gen.completions))
-        prompt = json.dumps(messages, ensure_ascii=False)
-        proposals = []
-        for c in gen.completions:
-            llm = {**meta, "prompt": prompt, "raw_output": c.text, "tokens_in": gen.tokens_in,
-                   "tokens_out": c.tokens_out, "gen_s": gen.gen_s, "finish_reason": c.finish_reason,
-                   DIAGNOSIS: diagnosis or {}}
-            proposals.append(Proposal(c.text.strip(), parent_hash=parent, llm=llm, propose_s=share))
-        return proposals
+        return self.ask(messages, constraint, t0=t0, parent_hash=best[0].arch_hash if best else None, call=call,
+                        n=max(n, self.config.candidates), max_tokens=self.config.max_tokens, temperature=temperature,
+                        top_p=self.config.top_p, seed=rng.randrange(2**31), distinct=self.config.distinct)
 
     def _facts_for(self, history: HistoryView) -> dict[Any, str | None]:
         """The memo of :func:`unseen_grammar` for this space and these constraints (one per proposer, i.e. per run)."""
@@ -201,16 +188,16 @@ class LLMProposer(BaseProposer):
                                                temperature=self.config.temperature, top_p=self.config.top_p,
                                                seed=rng.randrange(2**31))
         text = gen.completions[0].text if gen.completions else ""
-        meta = {"improver_tokens_in": gen.tokens_in, "improver_tokens_out": sum(c.tokens_out for c in gen.completions),
-                "improver_s": gen.gen_s}
+        meta: dict[str, Any] = {"improver_tokens_in": gen.tokens_in, "improver_s": gen.gen_s, "extra": {},
+                                "improver_tokens_out": sum(c.tokens_out for c in gen.completions)}
         try:
             d = json.loads(text)
             return {"problem": str(d["problem"]).strip(), "modification": str(d["modification"]).strip()}, meta
         except (ValueError, KeyError, TypeError):
-            meta["improver_error"] = f"unparseable diagnosis: {text[:200]!r}"
+            meta["extra"]["improver_error"] = f"unparseable diagnosis: {text[:200]!r}"
             return None, meta
 
     def close(self) -> None:
-        self.backend.close()
+        super().close()
         if self.improver_backend is not self.backend:
             self.improver_backend.close()

@@ -18,7 +18,6 @@ is the same proposer with no memory.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import re
 import time
@@ -27,9 +26,9 @@ from typing import Any, TYPE_CHECKING
 from llmnas_local.dsl import SemanticError
 from llmnas_local.llm.base import Constraint
 from llmnas_local.memory.edits import EditMemory
-from llmnas_local.memory.feedback import DIAGNOSIS
 from llmnas_local.prompts import PromptContext, editor_messages
-from llmnas_local.proposers.base import BaseProposer, Proposal
+from llmnas_local.proposers.base import Proposal
+from llmnas_local.proposers.llm_base import BaseLLMProposer
 from llmnas_local.proposers.evolution import EvolutionProposer, tournament_winner
 from llmnas_local.records import VAL_ACC
 
@@ -63,13 +62,13 @@ class LLMEditConfig:
             raise ValueError("window must be >= 0 and candidates >= 1")
 
 
-class LLMEditProposer(BaseProposer):
+class LLMEditProposer(BaseLLMProposer):
     name = "llm-edit"
     MAX_REDRAWS = 50     # tournaments tried for a parent with an allowed edit
 
     def __init__(self, backend, config: LLMEditConfig = LLMEditConfig(), model_name: str | None = None):
-        self.backend, self.config = backend, config
-        self.model_name = model_name or str(backend.model)
+        super().__init__(backend, model_name)
+        self.config = config
         self.memory = EditMemory(config.window, config.slot_stats)
         self._evolution = EvolutionProposer(config.population, config.tournament)
         self._facts: dict[Any, str | None] = {}      # child spec -> its hash, or None if it fails the checks
@@ -102,29 +101,26 @@ class LLMEditProposer(BaseProposer):
         messages = editor_messages(ctx, parent.metrics[VAL_ACC],
                                    [f"{s.name} ({s.label}) = {s.value}" for s in slots],
                                    tuple(self.memory.by_slot(made)), tuple(self.memory.recent(made)))
-        [gen] = self.backend.generate([messages], Constraint(grammar=edit_grammar(edits)), n=self.config.candidates,
-                                      max_tokens=self.config.max_tokens, temperature=self.config.temperature,
-                                      top_p=self.config.top_p, seed=rng.randrange(2**31),
-                                      distinct=self.config.candidates > 1 and self.backend.samples_distinct)
-        share = (time.perf_counter() - t0) / max(1, len(gen.completions))
+        seed = rng.randrange(2**31)
+        call_id = str(rng.randrange(2**62))      # drawn after the seed, as the records before call ids were
         labels = {s.name: s for s in slots}
-        meta = {"backend": self.backend.name, "model": str(self.backend.model), "call_id": rng.randrange(2**62),
-                "prompt": json.dumps(messages, ensure_ascii=False), "tokens_in": gen.tokens_in, "gen_s": gen.gen_s,
-                "temperature": self.config.temperature}
-        out = []
-        for c in gen.completions:
+
+        def read(c) -> tuple[str, dict[str, Any]]:
             m = _ANSWER.fullmatch(c.text.strip())
             child = edits.get((m.group(1), m.group(2))) if m else None
-            record = {**meta, "raw_output": c.text, "tokens_out": c.tokens_out, "finish_reason": c.finish_reason}
             if child is None:    # cut off or malformed: recorded as an invalid proposal with the model's text
-                out.append(Proposal(c.text.strip(), parent_hash=parent.arch_hash, llm=record, propose_s=share))
-                continue
+                return c.text.strip(), {}
             slot, value = m.group(1), m.group(2)
-            record["edit"] = {"slot": slot, "value": value}
-            record[DIAGNOSIS] = {"problem": f"{slot} ({labels[slot].label}) = {labels[slot].value}",
-                                 "modification": f"{slot} -> {value}"}
-            out.append(Proposal(space.format(child), parent_hash=parent.arch_hash, llm=record, propose_s=share))
-        return out
+            return space.format(child), {
+                "extra": {"edit": {"slot": slot, "value": value}},
+                "diagnosis": {"problem": f"{slot} ({labels[slot].label}) = {labels[slot].value}",
+                              "modification": f"{slot} -> {value}"}}
+
+        return self.ask(messages, Constraint(grammar=edit_grammar(edits)), t0=t0, parent_hash=parent.arch_hash,
+                        call={"temperature": self.config.temperature}, read=read, call_id=call_id,
+                        n=self.config.candidates, max_tokens=self.config.max_tokens,
+                        temperature=self.config.temperature, top_p=self.config.top_p, seed=seed,
+                        distinct=self.config.candidates > 1 and self.backend.samples_distinct)
 
     def _parent_and_edits(self, history: HistoryView, alive, rng: random.Random):
         """The tournament's winner and its allowed edits ``{(slot, value): child spec}``: children that pass the
@@ -156,9 +152,6 @@ class LLMEditProposer(BaseProposer):
                 ok = False
             self._facts[spec] = space.arch_hash(spec) if ok else None
         return self._facts[spec]
-
-    def close(self) -> None:
-        self.backend.close()
 
 
 def edit_grammar(edits: dict[tuple[str, str], Any]) -> str:

@@ -12,15 +12,15 @@ LLM proposer.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 from typing import Any, TYPE_CHECKING
 
 from llmnas_local.prompts import PromptContext, mutator_messages
-from llmnas_local.proposers.base import BaseProposer, Proposal
+from llmnas_local.proposers.base import Proposal
 from llmnas_local.proposers.evolution import tournament_winner
 from llmnas_local.proposers.llm import dsl_constraint, guard_record, heated_temperature
+from llmnas_local.proposers.llm_base import BaseLLMProposer
 from llmnas_local.records import VAL_ACC
 
 if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
@@ -48,13 +48,13 @@ class LLMEvolutionConfig:
             raise ValueError("candidates must be >= 1")
 
 
-class LLMEvolutionProposer(BaseProposer):
+class LLMEvolutionProposer(BaseLLMProposer):
     name = "llm-evo"
     MAX_REDRAWS = 50     # tournaments tried for a parent with an unevaluated child
 
     def __init__(self, backend, config: LLMEvolutionConfig = LLMEvolutionConfig(), model_name: str | None = None):
-        self.backend, self.config = backend, config
-        self.model_name = model_name or str(backend.model)
+        super().__init__(backend, model_name)
+        self.config = config
 
     def settings(self) -> dict[str, Any]:
         s = dataclasses.asdict(self.config)
@@ -76,18 +76,10 @@ class LLMEvolutionProposer(BaseProposer):
         temperature = heated_temperature(history, self.config.temperature, self.config.heat_per_repeat,
                                          self.config.max_temperature)
         constraint = dsl_constraint(history, grammar)
-        [gen] = self.backend.generate([messages], constraint,
-                                      n=max(n, self.config.candidates), max_tokens=self.config.max_tokens,
-                                      temperature=temperature, top_p=self.config.top_p, seed=rng.randrange(2**31))
-        share = (time.perf_counter() - t0) / max(1, len(gen.completions))
-        prompt = json.dumps(messages, ensure_ascii=False)
-        meta = {"backend": self.backend.name, "model": str(self.backend.model), "temperature": temperature,
-                "prompt": prompt, "tokens_in": gen.tokens_in, "gen_s": gen.gen_s,
-                **guard_record(self.backend, constraint)}
-        return [Proposal(c.text.strip(), parent_hash=parent.arch_hash, propose_s=share,
-                         llm={**meta, "raw_output": c.text, "tokens_out": c.tokens_out,
-                              "finish_reason": c.finish_reason})
-                for c in gen.completions]
+        return self.ask(messages, constraint, t0=t0, parent_hash=parent.arch_hash,
+                        call={"temperature": temperature, **guard_record(self.backend, constraint)},
+                        n=max(n, self.config.candidates), max_tokens=self.config.max_tokens, temperature=temperature,
+                        top_p=self.config.top_p, seed=rng.randrange(2**31))
 
     def _parent_and_grammar(self, history: HistoryView, alive, rng: random.Random):
         """The tournament's winner and the grammar of its children. With a neighbour grammar, only the children the
@@ -107,6 +99,3 @@ class LLMEvolutionProposer(BaseProposer):
             if grammar is not None:
                 return parent, grammar
         return parent, space.grammar()
-
-    def close(self) -> None:
-        self.backend.close()

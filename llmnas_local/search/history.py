@@ -78,7 +78,3 @@ class HistoryView:
     def recent(self, k: int) -> list[TrialRecord]:
         """The last k finished trials, oldest first."""
         return self._trials[-k:] if k > 0 else []
-
-    def num_distinct(self) -> int:
-        """Distinct architectures evaluated or rejected so far."""
-        return len(self._known)

@@ -293,9 +293,9 @@ class Search:
     def _record(self, proposal: Proposal, status: TrialStatus, canonical: str | None, arch_hash: str | None, *,
                 metrics: dict | None = None, error: str = "", timings: dict | None = None,
                 from_store: bool = False) -> TrialRecord:
-        llm = dict(proposal.llm)
-        if "prompt" in llm:  # prompts are long and shared by several candidates: stored once, referenced by hash
-            llm["prompt_hash"] = self.store.put_text(llm.pop("prompt"))
+        llm = proposal.llm
+        if llm is not None and llm.prompt:  # prompts are long and shared by a call's candidates: stored once, by hash
+            llm = dataclasses.replace(llm, prompt="", prompt_hash=self.store.put_text(llm.prompt))
         trial = TrialRecord(run_id=self.run_id, seq=len(self.history), proposer=self.proposer.name,
                             raw=proposal.text, status=status, canonical=canonical, arch_hash=arch_hash,
                             recipe_hash=self.recipe_hash, parent_hash=proposal.parent_hash,

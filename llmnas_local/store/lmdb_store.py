@@ -36,7 +36,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import lmdb
 
-from llmnas_local.records import Outcome, RunRecord, TrialRecord, TrialStatus
+from llmnas_local.records import LLMCall, Outcome, RunRecord, TrialRecord, TrialStatus
 from llmnas_local.store.base import (FORMAT_VERSION, BaseStore, StoreError, StoreFullError, stores_outcome,
                                      text_hash)
 
@@ -142,7 +142,7 @@ except ImportError:                    # pragma: no cover - depends on the envir
 _TRIAL_NAMES = tuple(f.name for f in dataclasses.fields(TrialRecord))
 _TRIAL_FIELDS = frozenset(_TRIAL_NAMES)
 _STATUS = {int(s): s for s in TrialStatus}
-_FAST_NEW = not hasattr(TrialRecord, "__post_init__") and not hasattr(TrialRecord, "__slots__")
+_FAST_NEW = not hasattr(TrialRecord, "__slots__")    # what TrialRecord.__post_init__ does (read llm) is done here
 
 
 def _loads(raw: bytes):
@@ -166,6 +166,8 @@ def _make_trials(ds: list[dict], fields=_TRIAL_FIELDS, statuses=_STATUS, new=obj
     for d in ds:
         if _FAST_NEW and d.keys() == fields and (status := statuses.get(d["status"])) is not None:
             d["status"] = status
+            llm = d["llm"]
+            d["llm"] = (LLMCall.from_json(llm) if llm else None) if isinstance(llm, dict) else llm
             trial = new(TrialRecord)
             set_attr(trial, "__dict__", d)
             append(trial)
@@ -209,6 +211,7 @@ def dump_trial(trial: TrialRecord) -> bytes:
     """``trial.dumps()``, the same bytes, without ``dataclasses.asdict``'s deep copy (which is 80% of its time)."""
     d = {name: getattr(trial, name) for name in _TRIAL_NAMES}
     d["status"] = int(trial.status)
+    d["llm"] = trial.llm.to_json() if trial.llm is not None else {}
     try:
         return _dumps(d)
     except TypeError:           # a value JSON does not take as it is (a tuple key, a nested dataclass): the slow way

@@ -204,6 +204,9 @@ def test_summarize_run_counts_tokens_once_per_call():
     assert short.incomplete and short.curve_test == [81.0, 81.0, 84.0]
     stalled = summarize_run("e", 0, "r", trials, max_budget=5, stalled="200 proposals in a row ...")
     assert not stalled.incomplete and stalled.curve_test == [81.0, 81.0, 84.0, 84.0, 84.0]   # best carried forward
+    # with call ids (every record since the typed LLMCall): two calls with identical figures are two calls
+    by_id = [trial(i, TrialStatus.COMPLETE, 80.0, 81.0, call_id=c, **call1) for i, c in enumerate("aab")]
+    assert summarize_run("e", 0, "r", by_id, max_budget=3).llm_tokens == 2 * (100 + 40 + 5) + 3 * 10
 
 
 def test_a_stalled_run_keeps_its_best(nb201_csv, tmp_path):

@@ -16,8 +16,7 @@ from llmnas_local.proposers.evolution import EvolutionProposer
 from llmnas_local.proposers.llm_edit import LLMEditConfig, LLMEditProposer, edit_grammar
 from llmnas_local.search import Search
 from llmnas_local.store import MemoryStore
-from tests.proposers.test_llm_evolution import FakeMutatorBackend
-from tests.search.test_study import FakeScoreEvaluator
+from tests.fakes import FakeMutatorBackend, FakeScoreEvaluator
 
 SPACE = get_space("nb201")
 
@@ -43,10 +42,11 @@ def test_warm_up_is_evolutions_and_every_child_is_one_edit_of_its_parent():
         assert sum(a != b for a, b in zip(parent, child)) >= 1
     for t in by_model:                                                # the model's: exactly the edit it wrote
         parent, child = SPACE.parse(by_hash[t.parent_hash].raw), SPACE.parse(t.raw)
-        k = int(t.llm["edit"]["slot"][1:]) - 1
-        assert child.ops[k] == t.llm["edit"]["value"] != parent.ops[k]
+        edit = t.llm.extra["edit"]
+        k = int(edit["slot"][1:]) - 1
+        assert child.ops[k] == edit["value"] != parent.ops[k]
         assert child.ops[:k] + child.ops[k + 1:] == parent.ops[:k] + parent.ops[k + 1:]
-        assert t.llm["diagnosis"]["problem"].startswith(t.llm["edit"]["slot"])
+        assert t.llm.diagnosis["problem"].startswith(edit["slot"])
     assert study.counts()["duplicate"] == 0 and study.counts()["invalid"] == 0
 
 

@@ -12,23 +12,7 @@ from llmnas_local.proposers import create_proposer
 from llmnas_local.proposers.llm_evolution import LLMEvolutionConfig, LLMEvolutionProposer
 from llmnas_local.search import Search
 from llmnas_local.store import MemoryStore
-from tests.search.test_study import FakeScoreEvaluator
-
-
-class FakeMutatorBackend(BaseBackend):
-    """A grammar-constrained "model" that samples the constraint's grammar uniformly; records prompts and grammars."""
-
-    name = "fake"
-
-    def __init__(self):
-        super().__init__("fake-mutator")
-        self.prompts, self.grammars = [], []
-
-    def _generate(self, prompts, constraint, *, n, max_tokens, temperature, top_p, seed):
-        self.prompts.extend(prompts)
-        self.grammars.append(constraint.grammar)
-        sampler, rng = GrammarSampler(constraint.grammar), random.Random(seed)
-        return [Generation([Completion(sampler.sample(rng), 30, "stop") for _ in range(n)], 150, 0.1)]
+from tests.fakes import FakeMutatorBackend, FakeScoreEvaluator
 
 
 def test_children_come_from_the_model_given_the_tournament_winner():
@@ -48,7 +32,7 @@ def test_children_come_from_the_model_given_the_tournament_winner():
     first = backend.prompts[0][-1]["content"]
     assert "Parent architecture (val_acc" in first and "Write a child" in first
     parent = next(t for t in trials if t.arch_hash == bred[0].parent_hash)
-    assert parent.raw in first and bred[0].llm["model"] == "fake-mutator" and bred[0].llm["tokens_out"] == 30
+    assert parent.raw in first and bred[0].llm.model == "fake-mutator" and bred[0].llm.tokens_out == 30
 
 
 def test_the_grammar_offers_only_unevaluated_one_edit_children():

@@ -10,12 +10,11 @@ import pytest
 from llmnas_local.dsl import get_space
 from llmnas_local.dsl.sampler import GrammarSampler
 from llmnas_local.llm.base import BaseBackend, Completion, Generation
-from llmnas_local.memory.feedback import DIAGNOSIS
 from llmnas_local.proposers.llm import DIAGNOSIS_SCHEMA, LLMProposer, LLMProposerConfig, unseen_grammar
 from llmnas_local.search import Search
 from llmnas_local.search.history import HistoryView
 from llmnas_local.store import MemoryStore
-from tests.search.test_study import RESNET_CELL, FakeScoreEvaluator
+from tests.fakes import RESNET_CELL, FakeMutatorBackend, FakeScoreEvaluator
 
 
 class FakeBackend(BaseBackend):
@@ -60,10 +59,11 @@ def test_two_roles_candidates_and_records():
     trials = study.history.trials
     assert [t.status.name for t in trials[:5]] == ["COMPLETE", "DUPLICATE", "COMPLETE", "INVALID", "COMPLETE"]
     t = trials[0]
-    assert t.llm[DIAGNOSIS]["modification"] == "use nor_conv_3x3 on edge 1"
-    assert t.llm["tokens_in"] == 200 and t.llm["tokens_out"] == 30 and t.llm["model"] == "fake-model"
-    assert t.llm["prefix_guard"] is False
-    assert "prompt" not in t.llm and "Apply this modification" in store.get_text(t.llm["prompt_hash"])
+    assert t.llm.diagnosis["modification"] == "use nor_conv_3x3 on edge 1"
+    assert t.llm.tokens_in == 200 and t.llm.tokens_out == 30 and t.llm.model == "fake-model"
+    assert t.llm.prefix_guard is False
+    assert t.llm.prompt == "" and "Apply this modification" in store.get_text(t.llm.prompt_hash)
+    assert t.llm.call_id and {u.llm.call_id for u in trials[:5]} == {t.llm.call_id}    # one call, five candidates
 
 
 def test_second_prompt_shows_the_memory_of_the_first_batch():
@@ -97,19 +97,17 @@ def test_unparseable_diagnosis_is_recorded_and_generation_goes_on():
     prop = LLMProposer(BadImprover(CELLS), LLMProposerConfig(candidates=1))
     [p] = prop.propose(Search(get_space("nb201"), prop, FakeScoreEvaluator(), MemoryStore()).history, 1,
                        random.Random(0))
-    assert p.llm[DIAGNOSIS] == {} and p.llm["improver_error"].startswith("unparseable diagnosis")
+    assert p.llm.diagnosis == {} and p.llm.extra["improver_error"].startswith("unparseable diagnosis")
 
 
 def test_the_generator_decodes_only_valid_cells_the_run_has_not_evaluated():
-    from tests.proposers.test_llm_evolution import FakeMutatorBackend
-
     space = get_space("nb201")
     backend = FakeMutatorBackend()                       # samples the constraint's grammar uniformly
     study = Search(space, LLMProposer(backend, LLMProposerConfig(candidates=1, improver=False)), FakeScoreEvaluator(),
                    MemoryStore(), seed=0)
     study.run(budget=25)
     assert [t.status.name for t in study.history.trials] == ["COMPLETE"] * 25    # no repeat, no invalid cell
-    assert all(t.llm["grammar"] == "unseen" for t in study.history.trials)
+    assert all(t.llm.extra["grammar"] == "unseen" for t in study.history.trials)
     last = GrammarSampler(backend.grammars[-1])
     known = {t.arch_hash for t in study.history.trials[:-1]}
     assert not {space.arch_hash(space.parse(last.sample(random.Random(i)))) for i in range(500)} & known

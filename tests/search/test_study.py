@@ -13,46 +13,9 @@ from llmnas_local.proposers.base import BaseProposer, Proposal
 from llmnas_local.records import VAL_ACC, Outcome, TrialStatus
 from llmnas_local.search import Search, SearchStalled
 from llmnas_local.store import LmdbStore, MemoryStore
+from tests.fakes import RESNET_CELL, FakeScoreEvaluator, ScriptedProposer
 
 
-class FakeScoreEvaluator(BaseEvaluator):
-    """Scores a cell by a hash of its text; counts its calls. No training, no table."""
-
-    name = "fake-score"
-
-    def __init__(self):
-        super().__init__(Constraints())
-        self.calls: list[str] = []
-        self.lock = threading.Lock()
-
-    def recipe(self):
-        return {"fake": 1}
-
-    def precheck(self, space, spec):
-        space.check(spec, self.constraints)
-        return {}
-
-    def evaluate(self, space, spec):
-        text = space.format(spec)
-        with self.lock:
-            self.calls.append(text)
-        score = int(hashlib.sha256(text.encode()).hexdigest()[:6], 16) % 10000 / 100
-        return Outcome(TrialStatus.COMPLETE, {VAL_ACC: score})
-
-
-class ScriptedProposer(BaseProposer):
-    """Proposes the given texts in order (a fake for loop tests)."""
-
-    name = "scripted"
-
-    def __init__(self, texts):
-        self.texts = list(texts)
-
-    def propose(self, history, n, rng):
-        return [Proposal(self.texts.pop(0))]
-
-
-RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
 
 
