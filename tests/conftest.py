@@ -12,7 +12,8 @@ SHARED = Path(os.environ.get("LLMNAS_SHARED", REPO.parent / "shared"))
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: loads a real model or starts a server (seconds to minutes); runs in CI")
+    config.addinivalue_line("markers", "slow: loads a real model, starts a server or spawns processes (training "
+                                       "workers, a search in a subprocess); seconds to minutes; runs in CI")
 
 
 @pytest.fixture(scope="session")

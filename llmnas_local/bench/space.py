@@ -1,16 +1,16 @@
 """The space and evaluator of a benchmark, built from its :class:`SpaceConfig`.
 
-What counts as one query matters for comparing with published numbers. The search loop counts *distinct
-architectures*, identified by the space's canonical form: on NAS-Bench-201 that merges the 15,625 cells into 5,260
-classes of equal networks, so a proposal equivalent to an earlier cell is answered as a duplicate and costs nothing.
-The literature counts distinct *cells* (table rows). ``distinct = "cell"`` gives the search loop the space's
-``literal_space`` (``nb201-cells``, :class:`~llmnas_local.dsl.nb201.Nb201CellSpace`), whose canonical form is the cell
-itself, so the loop counts queries as the literature does; ``distinct = "class"`` keeps the project's rule. Both are valid protocols, as long as every entry of a comparison
-uses the same one; they differ by up to a few tenths of a point at small budgets.
+What counts as one query matters for comparing with published numbers. The search loop counts *distinct architectures*,
+identified by the space's canonical form: on NAS-Bench-201 that merges the 15,625 cells into 5,260 classes of equal
+networks, so a proposal equivalent to an earlier cell is answered as a duplicate and costs nothing. The literature
+counts distinct *cells* (table rows). ``distinct = "cell"`` gives the search loop the space's ``literal_space``
+(``nb201-cells``, :class:`~llmnas_local.dsl.nb201.Nb201CellSpace`), whose canonical form is the cell itself, so the loop
+counts queries as the literature does; ``distinct = "class"`` keeps the project's rule. Both are valid protocols, as
+long as every entry of a comparison uses the same one; they differ by up to a few tenths of a point at small budgets.
 
-With ``"class"``, the runs of one benchmark share a store, and an architecture is answered from the first
-equivalent cell any run evaluated (equivalent cells have slightly different table values): a run's numbers can then
-depend on which runs went before it. ``"cell"`` has no such coupling: every answer is the cell's own row.
+With ``"class"``, the runs of one benchmark share a store, and an architecture is answered from the first equivalent
+cell any run evaluated (equivalent cells have slightly different table values): a run's numbers can then depend on which
+runs went before it. ``"cell"`` has no such coupling: every answer is the cell's own row.
 """
 from __future__ import annotations
 

@@ -149,9 +149,9 @@ def paired_comparison(entry: str, reference: str, budget: int, values: dict[int,
     seeds = sorted(s for s in set(values) & set(ref_values)
                    if math.isfinite(values[s]) and math.isfinite(ref_values[s]))
     d = np.array([values[s] - ref_values[s] for s in seeds], dtype=float)
-    w, t, l = wins_ties_losses(d)
+    wins, ties, losses = wins_ties_losses(d)
     mean, lo, hi, p = paired_t(d)
-    c = PairedComparison(entry, reference, budget, int(d.size), w, t, l, mean, lo, hi, p)
+    c = PairedComparison(entry, reference, budget, int(d.size), wins, ties, losses, mean, lo, hi, p)
     return holm_verdicts([c])[0]
 
 

@@ -223,7 +223,7 @@ def _report(study, best, store: str, hint: str = "") -> None:
     click.echo(f"run {study.run_id}: {study.num_evaluated} evaluations; " +
                ", ".join(f"{k} {v}" for k, v in counts.items()))
     if best is None:
-        raise SearchError(f"no architecture completed an evaluation (" +
+        raise SearchError("no architecture completed an evaluation (" +
                           ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "complete") +
                           f"); the errors are in llmnas export {store}{hint}")
     m = best.metrics

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from typing import ClassVar, Optional
 
 from llmnas_local.dsl.base import BaseSpace, Constraints, DslError, SemanticError, Slot
 from llmnas_local.dsl.cnn_blocks import (ACT_NAMES, BLOCKS, FAMILIES, HEAD_FIELDS, MAX_REPEATS,  # noqa: F401 (API)
@@ -222,8 +221,9 @@ def slots_cnn(spec: CnnSpec) -> list[Slot]:
     def add(name: str, label: str, part: object, fields: tuple[_Field, ...], rebuild) -> None:
         for f in fields:
             current = getattr(part, f.attr)
-            out.append(Slot(f"{name}.{f.prefix}", f"{label} {f.attr}", f.text(current)[len(f.prefix):], tuple(
-                (text, rebuild(dataclasses.replace(part, **{f.attr: v}))) for text, v in VALUES[f.table] if v != current)))
+            options = tuple((text, rebuild(dataclasses.replace(part, **{f.attr: v})))
+                            for text, v in VALUES[f.table] if v != current)
+            out.append(Slot(f"{name}.{f.prefix}", f"{label} {f.attr}", f.text(current)[len(f.prefix):], options))
 
     add("stem", "stem", spec.stem, STEM_FIELDS, lambda p: dataclasses.replace(spec, stem=p))
     for i, st in enumerate(spec.stages):

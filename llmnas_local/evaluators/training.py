@@ -1,15 +1,15 @@
 """The one-epoch proxy's evaluator: train an architecture briefly on local data and score it on the validation split.
 
-The recipe (:class:`TrainingConfig`) and the training loop are in :mod:`llmnas_local.evaluators.proxy`: defaults are
-the method's proxy (one epoch of SGD, lr 0.01, momentum 0.9, weight decay 5e-4, cosine schedule, batch 128, no
-augmentation). Data lives as tensors on the training device, normalised once with the training split's per-channel
-mean and std (airbench style); batches are sliced from a seeded permutation; there is no DataLoader and no loader
-process. Each trial runs in an isolated worker process (:mod:`llmnas_local.evaluators.worker`) under a wall-time limit, so a crash,
-a hang or an out-of-memory kill becomes an :class:`Outcome`, never an exception in the search.
+The recipe (:class:`TrainingConfig`) and the training loop are in :mod:`llmnas_local.evaluators.proxy`: defaults are the
+method's proxy (one epoch of SGD, lr 0.01, momentum 0.9, weight decay 5e-4, cosine schedule, batch 128, no
+augmentation). Data lives as tensors on the training device, normalised once with the training split's per-channel mean
+and std (airbench style); batches are sliced from a seeded permutation; there is no DataLoader and no loader process.
+Each trial runs in an isolated worker process (:mod:`llmnas_local.evaluators.worker`) under a wall-time limit, so a
+crash, a hang or an out-of-memory kill becomes an :class:`Outcome`, never an exception in the search.
 
 On CPU a trial is deterministic for a given recipe (seeded model initialisation and batch order, deterministic
-algorithms, exact integer normalisation statistics); the number of threads is not in the recipe and may change the
-last bits of a result.
+algorithms, exact integer normalisation statistics); the number of threads is not in the recipe and may change the last
+bits of a result.
 """
 from __future__ import annotations
 

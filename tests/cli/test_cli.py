@@ -106,6 +106,7 @@ def test_models_list_and_prepare_refuses_what_cannot_be_had_offline():
     assert r.exit_code == 2 and "unknown model 'nosuch'" in r.output
 
 
+@pytest.mark.slow    # spawns processes
 def test_sigterm_stops_a_search_like_ctrl_c(tmp_path):
     """``kill`` (SIGTERM) reports what is safe and exits 130, as Ctrl-C does; a job started in the background has
     SIGINT ignored, so SIGTERM is how it is stopped."""

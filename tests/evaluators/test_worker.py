@@ -16,6 +16,8 @@ from llmnas_local.records import (BUILD_S, EVAL_S, FLOPS_M, PARAMS_M, PEAK_MEM_M
                                   VAL_ACC, TrialStatus)
 from tests.evaluators.tiny_space import TinySpace
 
+pytestmark = pytest.mark.slow          # every test runs trials in worker processes
+
 SPACE = TinySpace()
 FIRST: dict = {}
 DEVICE = os.environ.get("LLMNAS_TEST_DEVICE", "cpu")      # "cuda" on a GPU machine: the same checks there

@@ -61,6 +61,7 @@ def test_a_full_disk_is_one_line_and_says_what_is_safe(tmp_path, nb201_csv, monk
     assert CliRunner().invoke(cli, args).exit_code == 0                   # space again: it resumes and finishes
 
 
+@pytest.mark.slow    # spawns processes
 def test_a_full_stdout_is_one_line(tmp_path, nb201_csv):
     store = str(tmp_path / "s")
     with open("/dev/full", "w") as full:

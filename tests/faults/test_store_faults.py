@@ -43,6 +43,7 @@ def assert_one_line_error(r, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
+@pytest.mark.slow    # spawns processes
 def test_a_truncated_data_file_is_an_error_not_a_sigbus(tmp_path):
     path = tmp_path / "s"
     make_store(path)
@@ -58,6 +59,7 @@ def test_a_truncated_data_file_is_an_error_not_a_sigbus(tmp_path):
         LmdbStore(path)
 
 
+@pytest.mark.slow    # spawns processes
 def test_an_empty_data_file_is_refused_not_recreated(tmp_path):
     path = tmp_path / "s"
     make_store(path, 5)
@@ -69,6 +71,7 @@ def test_an_empty_data_file_is_refused_not_recreated(tmp_path):
     assert (path / "data.mdb").stat().st_size == 0          # left as it was, for the user to restore
 
 
+@pytest.mark.slow    # spawns processes
 def test_zeroed_meta_pages_are_not_lmdb(tmp_path):
     path = tmp_path / "s"
     make_store(path, 5)
@@ -88,6 +91,7 @@ def leaf_pages(path: Path) -> list[int]:
     return [i for i in range(2, len(data) // 4096) if int.from_bytes(data[i * 4096 + 10:i * 4096 + 12], "little") & 2]
 
 
+@pytest.mark.slow    # spawns processes
 def test_a_garbled_page_is_one_line_and_verify_names_it(tmp_path):
     path = tmp_path / "s"
     before, _ = make_store(path)
@@ -133,6 +137,7 @@ def test_verify_reports_lost_outcomes(tmp_path):
     assert "is missing" in r.output and "does not match its hash" in r.output and "2 problem(s)" in r.output
 
 
+@pytest.mark.slow    # spawns processes
 def test_a_second_writer_of_a_run_is_refused_at_once_and_readers_go_on(tmp_path):
     path = tmp_path / "s"
     with open_store(path) as st:
@@ -154,6 +159,7 @@ def test_a_second_writer_of_a_run_is_refused_at_once_and_readers_go_on(tmp_path)
         assert_kept(before, list(st.trials(first.run_id)))
 
 
+@pytest.mark.slow    # spawns processes
 def test_the_lock_dies_with_its_process(tmp_path):
     path = tmp_path / "s"
     open_store(path).close()

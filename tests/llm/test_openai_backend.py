@@ -23,7 +23,8 @@ def server():
         assert proc.poll() is None and time.monotonic() < deadline, "fake server did not start"
         time.sleep(0.1)
     yield url
-    import os, signal
+    import os
+    import signal
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
@@ -48,6 +49,7 @@ def test_closed_port_is_a_clear_error():
     assert not b.health()
 
 
+@pytest.mark.slow    # spawns processes
 def test_generate_against_a_server(server):
     b = OpenAIBackend(server)                                               # model name from /v1/models
     assert b.model == "tiny"
@@ -62,8 +64,10 @@ def test_generate_against_a_server(server):
 
 def test_request_bodies_per_dialect():
     g, j = Constraint(grammar='root ::= "a"'), Constraint(json_schema={"type": "object"})
-    body = lambda d, c: OpenAIBackend("http://127.0.0.1:1", "m", dialect=d).request_body(
-        PROMPT, c, n=4, max_tokens=8, temperature=0.5, top_p=0.9, seed=3)
+    def body(d, c):
+        return OpenAIBackend("http://127.0.0.1:1", "m", dialect=d).request_body(
+            PROMPT, c, n=4, max_tokens=8, temperature=0.5, top_p=0.9, seed=3)
+
     assert body("vllm", g)["structured_outputs"] == {"grammar": 'root ::= "a"'}
     assert body("vllm", j)["structured_outputs"]["json"] == {"type": "object"}
     assert body("vllm", g)["n"] == 4 and body("vllm", g)["seed"] == 3 and body("vllm", g)["return_token_ids"]

@@ -30,6 +30,7 @@ def pid_running(pid):
 
 # -- process management, with tests/llm/fake_openai_server.py standing in for vLLM ---------------------------------
 
+@pytest.mark.slow    # spawns processes
 def test_fake_server_lifecycle_restart_and_close(fake_python, fake_model_dir, tmp_path):
     b = VllmServerBackend(fake_model_dir, python=fake_python, device="cpu", log_path=tmp_path / "server.log")
     pid = b.pid
@@ -47,6 +48,7 @@ def test_fake_server_lifecycle_restart_and_close(fake_python, fake_model_dir, tm
         b.generate([PROMPT])
 
 
+@pytest.mark.slow    # spawns processes
 def test_fake_server_dying_mid_request_is_restarted(fake_python, fake_model_dir, tmp_path):
     with VllmServerBackend(fake_model_dir, python=fake_python, device="cpu", log_path=tmp_path / "s.log") as b:
         client = b._client
@@ -57,6 +59,7 @@ def test_fake_server_dying_mid_request_is_restarted(fake_python, fake_model_dir,
         assert b.restarts == 1 and b._client is not client
 
 
+@pytest.mark.slow    # spawns processes
 def test_create_backend_applies_registry_settings(fake_python, smollm2_dir, tmp_path):
     with create_backend("vllm", "smollm2", python=fake_python, device="cpu", log_path=tmp_path / "s.log",
                         max_model_len=1024) as b:
@@ -66,6 +69,7 @@ def test_create_backend_applies_registry_settings(fake_python, smollm2_dir, tmp_
         assert b.child_env()["HF_HUB_OFFLINE"] == "1" and b.child_env()["VLLM_CPU_KVCACHE_SPACE"] == "1"
 
 
+@pytest.mark.slow    # spawns processes
 def test_failed_start_reports_the_log_tail(fake_python, tmp_path):
     bad = tmp_path / "fail"
     bad.mkdir()
@@ -77,6 +81,7 @@ def test_failed_start_reports_the_log_tail(fake_python, tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow    # spawns processes
 def test_no_orphan_when_the_parent_is_stopped(fake_python, fake_model_dir, tmp_path, sig):
     # Ctrl-C as a terminal delivers it: the script installs Python's own handler, so the test does not depend on the
     # SIGINT disposition it inherits (a job started in the background with nohup has SIGINT ignored).

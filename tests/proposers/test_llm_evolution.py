@@ -7,7 +7,6 @@ import pytest
 
 from llmnas_local.dsl import get_space
 from llmnas_local.dsl.sampler import GrammarSampler
-from llmnas_local.llm.base import BaseBackend, Completion, Generation
 from llmnas_local.proposers import create_proposer
 from llmnas_local.proposers.llm_evolution import LLMEvolutionConfig, LLMEvolutionProposer
 from llmnas_local.search import Search

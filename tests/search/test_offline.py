@@ -66,6 +66,7 @@ def llm_unavailable() -> str | None:
     return None
 
 
+@pytest.mark.slow    # spawns processes
 def test_the_guard_records_every_process_and_flags_non_loopback_addresses(tmp_path):
     env, log = guarded_env(tmp_path)
     code = """
@@ -93,6 +94,7 @@ subprocess.run([sys.executable, "-c", "import socket; socket.getaddrinfo('::1', 
 
 
 @pytest.mark.parametrize("proposer", ["random", "llm"])
+@pytest.mark.slow    # spawns processes
 def test_a_whole_search_opens_no_connection_other_than_loopback(tmp_path, proposer):
     if proposer == "llm" and (reason := llm_unavailable()):
         pytest.skip(reason)

@@ -27,7 +27,8 @@ CNN_ARGS = ["--space", "cnn", "--data", "digits", "--proposer", "random", "--bud
             "--val-size", "128", "--test-size", "128", "--seed", "107", "--input-size", "8", "--max-params-m", "0.5",
             "--max-flops-m", "8", "--device", "cpu", "-q"]
 NB201_BUDGET = 100
-pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="watches processes through /proc (Linux)")
+pytestmark = [pytest.mark.slow,        # spawns searches and training workers, and kills them
+              pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="watches processes through /proc (Linux)")]
 WORKER_MODULE = "llmnas_local.evaluators.worker"
 # One torch thread per process: two searches run side by side here, and OpenMP threads that outnumber the cores spin
 # against each other (a 0.5 MFLOP model took 36 s instead of 1 s to train). Threads are not part of the recipe, and all

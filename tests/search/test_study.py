@@ -1,16 +1,13 @@
 """The search loop on the real nb201 space, a real store, and a fake evaluator (a deterministic score per cell)."""
 from __future__ import annotations
 
-import hashlib
-import threading
 
 import pytest
 
-from llmnas_local.dsl import Constraints, get_space
-from llmnas_local.evaluators.base import BaseEvaluator
+from llmnas_local.dsl import get_space
 from llmnas_local.proposers import create_proposer
 from llmnas_local.proposers.base import BaseProposer, Proposal
-from llmnas_local.records import VAL_ACC, Outcome, TrialStatus
+from llmnas_local.records import TrialStatus
 from llmnas_local.search import Search, SearchStalled
 from llmnas_local.store import LmdbStore, MemoryStore
 from tests.fakes import RESNET_CELL, FakeScoreEvaluator, ScriptedProposer

@@ -139,6 +139,7 @@ def test_map_grows_past_initial_size(tmp_path):
         assert [s.get_text(d) for d in digests] == texts and s.num_trials("run-a") == 20
 
 
+@pytest.mark.slow    # spawns processes
 def test_reader_process_sees_commits_and_growth(tmp_path, watchdog):
     path = tmp_path / "s"
     with LmdbStore(path, map_size=1 << 20) as s:
@@ -244,6 +245,7 @@ def test_bad_keys(tmp_path):
 
 
 # -- crash safety -----------------------------------------------------------------------------------------------------------
+@pytest.mark.slow    # spawns processes
 def test_kill_9_loses_no_committed_trial(tmp_path, watchdog):
     path = tmp_path / "s"
     rng = random.Random(1)
@@ -299,6 +301,7 @@ def test_codec_falls_back_when_the_fast_parser_refuses(monkeypatch, tmp_path):
         assert next(s.trials("run-a")).seq == 0 and s.get_outcome("a0", make_trial().recipe_hash) is not None
 
 
+@pytest.mark.slow    # spawns processes
 def test_reader_while_a_writer_streams(tmp_path, watchdog):
     """A reader that polls while another process commits (and grows the map) always sees a dense, intact prefix."""
     path = tmp_path / "s"
