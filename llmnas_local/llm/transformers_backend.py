@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 from llmnas_local.llm.base import (FINISH_LENGTH, FINISH_STOP, BackendError, BaseBackend, Completion, Constraint,
                                    Generation)
+from llmnas_local.llm.models import EMBEDDED
 from llmnas_local.llm.prefix_cache import PrefixCache
 
 COMPILED_CACHE = 64     # compiled grammars kept, least recently used dropped first
@@ -45,7 +46,7 @@ class TransformersBackend(BaseBackend):
     enforces_prefix_guard = True
     samples_distinct = True
 
-    def __init__(self, model: str | os.PathLike = "smollm2", *, gguf_file: str | None = None, device: str | None = None,
+    def __init__(self, model: str | os.PathLike = EMBEDDED, *, gguf_file: str | None = None, device: str | None = None,
                  dtype: str | None = None, max_batch_rows: int = 32, prefix_cache: int = 4,
                  defaults: Mapping[str, float] | None = None):
         import torch
