@@ -95,6 +95,15 @@ class Generation:
         return sum(c.tokens_out for c in self.completions)
 
 
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """The log-probabilities of given continuations of one prompt (:meth:`BaseBackend.score`), in input order."""
+
+    values: list[float]
+    tokens_in: int
+    gen_s: float
+
+
 class BaseBackend(abc.ABC):
     """A loaded (or connected) model. Subclasses set ``name`` and implement :meth:`_generate`.
 
@@ -111,6 +120,7 @@ class BaseBackend(abc.ABC):
     name: str = "base"
     enforces_prefix_guard: bool = False    # whether decoding masks the tokens a Constraint.prefix_guard rejects
     samples_distinct: bool = False         # whether generate(distinct=True) works (see _generate_distinct)
+    scores_continuations: bool = False     # whether score() works
 
     def __init__(self, model: str, defaults: Mapping[str, float] | None = None):
         self.model = str(model)
@@ -154,6 +164,11 @@ class BaseBackend(abc.ABC):
         """As :meth:`_generate`, the completions of a prompt all different (at least one, at most ``n``). Backends
         that set ``samples_distinct`` implement it."""
         raise NotImplementedError
+
+    def score(self, messages: Messages, continuations: Sequence[str]) -> Scores:
+        """The log-probability of each continuation as the assistant's whole answer to ``messages`` (summed over its
+        tokens). Backends with ``scores_continuations`` implement it."""
+        raise BackendError(f"the {self.name} backend cannot score continuations; the transformers backend can")
 
     def close(self) -> None:
         """Release the model / stop the server. Idempotent."""

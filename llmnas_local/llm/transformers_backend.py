@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from llmnas_local.llm.base import (FINISH_LENGTH, FINISH_STOP, BackendError, BaseBackend, Completion, Constraint,
-                                   Generation)
+                                   Generation, Scores)
 from llmnas_local.llm.models import EMBEDDED
 from llmnas_local.llm.prefix_cache import PrefixCache
 
@@ -45,6 +45,7 @@ class TransformersBackend(BaseBackend):
     name = "transformers"
     enforces_prefix_guard = True
     samples_distinct = True
+    scores_continuations = True
 
     def __init__(self, model: str | os.PathLike = EMBEDDED, *, gguf_file: str | None = None, device: str | None = None,
                  dtype: str | None = None, max_batch_rows: int = 32, prefix_cache: int = 4,
@@ -258,10 +259,101 @@ class TransformersBackend(BaseBackend):
             raise BackendError(f"generation failed: {type(e).__name__}: {e}") from e
         return self._completions([tokens for tokens, _ in decoded], n, sample), len(ids)
 
+    def score(self, messages, continuations) -> Scores:
+        """The log-probability of each continuation as the assistant's answer to ``messages`` (summed over its tokens,
+        the end token excluded). The continuations are scored as a two-level trie, so shared tokens are computed
+        once: the prompt and the part all continuations share are one prefill (through the prefix cache); then one
+        batched pass over each group's shared part (continuations grouped by their first differing token), then one
+        over what follows it, the group's cache rows repeated for its members. ``llm-edit`` ranks its edits by it
+        (nb201: 24 answers of 10-16 tokens cost 4 + 6 x 5 + 24 x 7 token positions instead of 24 x 17)."""
+        import torch
+        from transformers import DynamicCache
+
+        if self._model is None:
+            raise BackendError(f"{self.name} backend for {self.model} is closed")
+        t0 = time.perf_counter()
+        ids = self.tokenizer(self.render(list(messages)), add_special_tokens=False)["input_ids"]
+        if not continuations:
+            return Scores([], len(ids), 0.0)
+        conts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        if any(not c for c in conts):
+            raise ValueError("every continuation needs at least one token")
+        shared = _common_prefix_length(conts)
+        shared -= shared == min(map(len, conts))            # leave each continuation at least one token to score
+        head = ids[:-1]
+        values = [0.0] * len(conts)
+        with torch.inference_mode():
+            cache, reuse = self._prefixes.take(head, lambda: DynamicCache(config=self._model.config))
+            if len(head) > reuse:
+                self._forward(torch.tensor([head[reuse:]], device=self.device), cache, reuse, **self._one_logit)
+            self._prefixes.put(head, cache)
+            # Token accounting: ``past`` positions are in the cache; ``pending`` is the next token to feed (never
+            # fed last: a pass feeds [pending] + tokens[:-1], and its logits score all of ``tokens``).
+            base, past, pending = copy.deepcopy(cache), len(head), ids[-1]
+            if shared:              # the shared tokens: scored once, the same for every continuation
+                tokens = conts[0][:shared]
+                logp = self._logp(self._forward(torch.tensor([[pending] + tokens[:-1]], device=self.device), base,
+                                                past))
+                common = float(sum(logp[0, j, t] for j, t in enumerate(tokens)))
+                values = [common] * len(conts)
+                past, pending = past + shared, tokens[-1]
+            groups: dict[int, list[int]] = {}
+            for i, c in enumerate(conts):
+                groups.setdefault(c[shared], []).append(i)
+            stems = {g: conts[m[0]][shared:shared + _common_prefix_length([conts[i][shared:] for i in m])]
+                     for g, m in groups.items()}
+            by_length: dict[int, list[int]] = {}
+            for g, stem in stems.items():
+                by_length.setdefault(len(stem), []).append(g)
+            for length, keys in by_length.items():            # equal stems in one batch: no padding in the cache
+                rows = torch.tensor([[pending] + stems[g][:-1] for g in keys], device=self.device)
+                stage = copy.deepcopy(base)
+                stage.batch_repeat_interleave(len(keys))
+                logp = self._logp(self._forward(rows, stage, past))
+                todo = []                                     # (member, its stem's row, its tail)
+                for r, g in enumerate(keys):
+                    stem_score = float(sum(logp[r, j, t] for j, t in enumerate(stems[g])))
+                    for i in groups[g]:
+                        values[i] += stem_score
+                        if len(conts[i]) > shared + length:
+                            todo.append((i, r, conts[i][shared + length:]))
+                for chunk in range(0, len(todo), self.max_batch_rows):
+                    part = todo[chunk:chunk + self.max_batch_rows]
+                    width = max(len(t) for _, _, t in part)
+                    tail_rows = torch.tensor([[stems[keys[r]][-1]] + t[:-1] + [self.pad_id] * (width - len(t))
+                                              for _, r, t in part], device=self.device)
+                    rows_cache = copy.deepcopy(stage) if chunk + self.max_batch_rows < len(todo) else stage
+                    rows_cache.batch_select_indices(torch.tensor([r for _, r, _ in part], device=self.device))
+                    # causal attention: a row's padding after its tail cannot change the tail's scores
+                    tail_logp = self._logp(self._forward(tail_rows, rows_cache, past + length))
+                    for k, (i, _, t) in enumerate(part):
+                        values[i] += float(sum(tail_logp[k, j, tok] for j, tok in enumerate(t)))
+        return Scores(values, len(ids), time.perf_counter() - t0)
+
+    def _forward(self, input_ids, cache, past: int, **kwargs):
+        """Logits of ``input_ids`` appended to ``cache`` (which holds ``past`` positions), the cache extended."""
+        import torch
+
+        return self._model(input_ids=input_ids, use_cache=True, **{_cache_keyword(): cache}, **kwargs,
+                           cache_position=torch.arange(past, past + input_ids.shape[1], device=self.device)).logits
+
+    @staticmethod
+    def _logp(logits):
+        import torch
+
+        return torch.log_softmax(logits.float(), dim=-1)
+
     def close(self) -> None:
         self._model = None
         self._prefixes.clear()
         self._compiled.clear()
+
+
+def _common_prefix_length(seqs: list[list[int]]) -> int:
+    n, limit = 0, min(map(len, seqs))
+    while n < limit and all(s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return n
 
 
 def _cache_keyword() -> str:

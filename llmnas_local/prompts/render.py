@@ -104,10 +104,10 @@ def _edit_memory(records: tuple[SlotRecord, ...], edits: tuple[Edit, ...]) -> st
     return "\n".join(out) + "\n" if out else ""
 
 
-def editor_messages(ctx: PromptContext, parent_val: float, parts: list[str], records: tuple[SlotRecord, ...] = (),
-                    edits: tuple[Edit, ...] = ()) -> list[dict[str, str]]:
+def editor_messages(ctx: PromptContext, parent_val: float | None, parts: list[str],
+                    records: tuple[SlotRecord, ...] = (), edits: tuple[Edit, ...] = ()) -> list[dict[str, str]]:
     """The editing role (``llm-edit``): names the parent's weak part and its new value, given the edit memory.
     What changes from call to call (memory, parent) comes last, so consecutive prompts share the longest prefix
-    (the backend's cache)."""
-    return _fill("editor", ctx, parent_val=f"{parent_val:.2f}", parts="\n".join(parts),
-                 memory=_edit_memory(records, edits))
+    (the backend's cache). ``parent_val`` None: the value hidden (a content-free prompt)."""
+    value = "?" if parent_val is None else f"{parent_val:.2f}"
+    return _fill("editor", ctx, parent_val=value, parts="\n".join(parts), memory=_edit_memory(records, edits))

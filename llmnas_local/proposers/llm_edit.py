@@ -7,8 +7,12 @@ draws as evolution's, so a seed's warm-up is evolution's). Each child is then ma
 - with probability ``epsilon``, evolution's own uniform one-element mutation, so the proposer's worst case stays
   close to evolution's;
 - otherwise the tournament's winner is shown to the model part by part (the space's named slots: nb201's six edges,
-  the keys of each cnn section) with the edit memory, and the model writes ``weak part: <slot>`` then
-  ``new value: <value>`` under a grammar that admits only edits giving a valid child the run has not evaluated.
+  the keys of each cnn section) with the edit memory, and the model chooses the edit -- its answer is
+  ``weak part: <slot>`` then ``new value: <value>`` -- among only the edits giving a valid child the run has not
+  evaluated: by calibrated scores (``choice="calibrated"``, the default: :mod:`llmnas_local.proposers.edit_choice`)
+  or by decoding under a grammar of the allowed answers (``choice="sample"``). The embedded 135M model's raw
+  preferences are anti-correlated with a child's accuracy; calibrated, they carry signal
+  (benchmarks/bench_edit_scores.py).
 
 The memory (:mod:`llmnas_local.memory.edits`) is the method's diagnostic triple at the level of edits -- the part the
 model named as weak (problem), its new value (modification), the child's change in validation accuracy against its
@@ -18,6 +22,7 @@ is the same proposer with no memory.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import re
 import time
@@ -30,12 +35,14 @@ from llmnas_local.prompts import PromptContext, editor_messages
 from llmnas_local.proposers.base import Proposal
 from llmnas_local.proposers.llm_base import BaseLLMProposer
 from llmnas_local.proposers.evolution import EvolutionProposer, tournament_winner
-from llmnas_local.records import VAL_ACC
+from llmnas_local.proposers.edit_choice import CalibratedChooser, answer_text
+from llmnas_local.records import VAL_ACC, LLMCall
 
 if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
     from llmnas_local.search.history import HistoryView
 
 _ANSWER = re.compile(r"weak part: (\S+)\nnew value: (\S+)")
+CHOICES = ("calibrated", "sample")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +55,11 @@ class LLMEditConfig:
     window: int = 5                 # K: last edits shown (the diagnostic triples)
     slot_stats: bool = True         # each slot's record in this run
     hints: bool = False             # the space's domain hints in the description (benchmark knowledge: off)
-    temperature: float = 0.7
-    top_p: float = 0.95
-    candidates: int = 1             # edits per call, drawn without replacement where the backend can
-    max_tokens: int = 48
+    choice: str = "calibrated"      # "calibrated": rank the allowed edits by calibrated score; "sample": decode one
+    temperature: float = 0.0        # calibrated: 0 takes the best, > 0 draws from softmax(score / T); sample: decoding
+    top_p: float = 0.95             # "sample" only
+    candidates: int = 1             # edits per call, without replacement
+    max_tokens: int = 48            # "sample" only
 
     def __post_init__(self) -> None:
         if not 1 <= self.tournament <= self.population:
@@ -60,6 +68,10 @@ class LLMEditConfig:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
         if self.window < 0 or self.candidates < 1:
             raise ValueError("window must be >= 0 and candidates >= 1")
+        if self.choice not in CHOICES:
+            raise ValueError(f"choice must be one of {', '.join(CHOICES)}, got {self.choice!r}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
 
 
 class LLMEditProposer(BaseLLMProposer):
@@ -72,9 +84,15 @@ class LLMEditProposer(BaseLLMProposer):
         self.memory = EditMemory(config.window, config.slot_stats)
         self._evolution = EvolutionProposer(config.population, config.tournament)
         self._facts: dict[Any, str | None] = {}      # child spec -> its hash, or None if it fails the checks
+        self._chooser = CalibratedChooser(backend, config.temperature) if config.choice == "calibrated" else None
+        if self._chooser is not None and not backend.scores_continuations:
+            raise ValueError(f"llm-edit's choice 'calibrated' needs a backend that scores continuations "
+                             f"(transformers), not {backend.name}: use choice 'sample'")
 
     def settings(self) -> dict[str, Any]:
         s = dataclasses.asdict(self.config)
+        if s["choice"] == "sample":
+            del s["choice"]          # the first form of the proposer: runs stored before the setting keep their id
         s["backend"], s["model"], s["tournament_draw"] = self.backend.name, self.model_name, "with_replacement"
         return s
 
@@ -101,6 +119,8 @@ class LLMEditProposer(BaseLLMProposer):
         messages = editor_messages(ctx, parent.metrics[VAL_ACC],
                                    [f"{s.name} ({s.label}) = {s.value}" for s in slots],
                                    tuple(self.memory.by_slot(made)), tuple(self.memory.recent(made)))
+        if self._chooser is not None:
+            return self._choose_calibrated(space, ctx, slots, messages, parent, edits, rng, t0)
         seed = rng.randrange(2**31)
         call_id = str(rng.randrange(2**62))      # drawn after the seed, as the records before call ids were
         labels = {s.name: s for s in slots}
@@ -121,6 +141,27 @@ class LLMEditProposer(BaseLLMProposer):
                         n=self.config.candidates, max_tokens=self.config.max_tokens,
                         temperature=self.config.temperature, top_p=self.config.top_p, seed=seed,
                         distinct=self.config.candidates > 1 and self.backend.samples_distinct)
+
+    def _choose_calibrated(self, space, ctx, slots, messages, parent, edits: dict, rng: random.Random,
+                           t0: float) -> list[Proposal]:
+        keys = list(edits)
+        chosen, scores, calibrated = self._chooser.choose(ctx, slots, messages, keys, self.config.candidates, rng)
+        labels = {s.name: s for s in slots}
+        call = LLMCall(call_id=str(rng.randrange(2**62)), backend=self.backend.name, model=self.model_name,
+                       temperature=self.config.temperature, prompt=json.dumps(messages, ensure_ascii=False),
+                       tokens_in=scores.tokens_in, gen_s=scores.gen_s, finish_reason="scored")
+        share = (time.perf_counter() - t0) / len(chosen)
+        out = []
+        for i in chosen:
+            slot, value = keys[i]
+            llm = dataclasses.replace(
+                call, raw_output=answer_text(slot, value),
+                diagnosis={"problem": f"{slot} ({labels[slot].label}) = {labels[slot].value}",
+                           "modification": f"{slot} -> {value}"},
+                extra={"edit": {"slot": slot, "value": value}, "choice": "calibrated", "options": len(keys),
+                       "score": round(scores.values[i], 4), "calibrated_score": round(calibrated[i], 4)})
+            out.append(Proposal(space.format(edits[keys[i]]), parent_hash=parent.arch_hash, llm=llm, propose_s=share))
+        return out
 
     def _parent_and_edits(self, history: HistoryView, alive, rng: random.Random):
         """The tournament's winner and its allowed edits ``{(slot, value): child spec}``: children that pass the

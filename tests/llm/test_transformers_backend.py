@@ -148,3 +148,27 @@ def test_alternating_prompts_keep_their_own_prefixes(backend):
     heads = {tuple(backend.tokenizer(backend.render(m), add_special_tokens=False)["input_ids"][:-1])
              for m in (PROMPT, DIAG_PROMPT)}
     assert {tuple(ids) for ids, cache in backend._prefixes._entries if cache.get_seq_length() == len(ids)} == heads
+
+
+def test_score_equals_a_plain_forward_pass(backend):
+    """score() computes continuations as a trie over a cached prefix; each value must equal the log-probability a
+    plain forward pass of prompt + continuation gives (nb201 edit answers, and ragged ones with a shared part)."""
+    import torch
+
+    messages = [{"role": "user", "content": "Choose one edit of the cell. " + "context " * 40}]
+    answers = [f"weak part: e{k}\nnew value: {op}" for k in (1, 4) for op in ("none", "nor_conv_3x3", "avg_pool_3x3")]
+    ragged = ["s1.k = 3", "stem.c = 8", "s1.k = 5", "head.n = re", "a", "ab"]
+    ids = backend.tokenizer(backend.render(messages), add_special_tokens=False)["input_ids"]
+
+    def plain(text: str) -> float:
+        cont = backend.tokenizer(text, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = backend._model(input_ids=torch.tensor([ids + cont])).logits.float()
+        logp = torch.log_softmax(logits, -1)[0]
+        return sum(float(logp[len(ids) - 1 + j, t]) for j, t in enumerate(cont))
+
+    for batch in (answers, ragged, ["same", "same"], ["x"]):
+        scores = backend.score(messages, batch)
+        assert scores.tokens_in == len(ids) and len(scores.values) == len(batch)
+        assert scores.values == pytest.approx([plain(t) for t in batch], abs=1e-3)
+    assert backend.score(messages, []).values == []

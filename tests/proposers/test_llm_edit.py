@@ -10,6 +10,7 @@ from llmnas_local.dsl import get_space
 from llmnas_local.dsl.base import Constraints
 from llmnas_local.dsl.nb201 import Nb201Spec
 from llmnas_local.dsl.sampler import GrammarSampler
+from llmnas_local.llm.base import Scores
 from llmnas_local.memory.edits import EditMemory, find_edit
 from llmnas_local.proposers import create_proposer
 from llmnas_local.proposers.evolution import EvolutionProposer
@@ -21,13 +22,32 @@ from tests.fakes import FakeMutatorBackend, FakeScoreEvaluator
 SPACE = get_space("nb201")
 
 
+class FakeScoringBackend(FakeMutatorBackend):
+    """A "model" that scores answers: it likes avg_pool_3x3 whatever the prompt (a fixed preference) and, when the
+    parent's values are shown, nor_conv_3x3 a little more than that; records the prompts it scored."""
+
+    scores_continuations = True
+
+    def __init__(self):
+        super().__init__()
+        self.scored = []
+
+    def score(self, messages, continuations):
+        content_free = "val_acc ?" in messages[-1]["content"]
+        self.scored.append((content_free, list(continuations)))
+        values = [(-1.0 if c.endswith("avg_pool_3x3") else -5.0) +
+                  (0.0 if content_free or not c.endswith("nor_conv_3x3") else 4.5) + (0.01 if "e2" in c else 0.0)
+                  for c in continuations]
+        return Scores(values, 321, 0.05)
+
+
 def _search(config: LLMEditConfig, seed: int = 0, backend=None):
     backend = backend or FakeMutatorBackend()
     return Search(SPACE, LLMEditProposer(backend, config), FakeScoreEvaluator(), MemoryStore(), seed=seed), backend
 
 
 def test_warm_up_is_evolutions_and_every_child_is_one_edit_of_its_parent():
-    study, backend = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.5), seed=3)
+    study, backend = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.5, choice="sample"), seed=3)
     study.run(budget=40)
     evolution = Search(SPACE, EvolutionProposer(4, 2), FakeScoreEvaluator(), MemoryStore(), seed=3)
     evolution.run(budget=4)
@@ -51,7 +71,7 @@ def test_warm_up_is_evolutions_and_every_child_is_one_edit_of_its_parent():
 
 
 def test_the_grammar_admits_only_valid_unevaluated_edits():
-    study, backend = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.0), seed=1)
+    study, backend = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.0, choice="sample"), seed=1)
     study.run(budget=30)
     grammar, prompt = backend.grammars[-1], backend.prompts[-1][-1]["content"]
     parts = [line for line in prompt.splitlines() if line.startswith("e") and " = " in line][-6:]
@@ -67,7 +87,8 @@ def test_the_grammar_admits_only_valid_unevaluated_edits():
 
 
 def test_memory_shows_the_last_edits_and_each_slots_record_and_k0_shows_none():
-    study, backend = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.5, window=3), seed=2)
+    study, backend = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.5, window=3, choice="sample"),
+                             seed=2)
     study.run(budget=40)
     prompt = backend.prompts[-1][-1]["content"]
     assert "Last edits, oldest first:" in prompt and "Each part's edits in this run, best first:" in prompt
@@ -75,7 +96,8 @@ def test_memory_shows_the_last_edits_and_each_slots_record_and_k0_shows_none():
     assert len(last) == 3
     lines = [f"{e.slot} {e.old} -> {e.new}: {e.outcome}" for e in EditMemory(3).edits(study.history)]
     assert any(lines[i:i + 3] == last for i in range(len(lines)))     # three consecutive edits of the run
-    bare, bare_backend = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.5, window=0, slot_stats=False),
+    bare, bare_backend = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.5, window=0, slot_stats=False,
+                                                       choice="sample"),
                                  seed=2)
     bare.run(budget=40)
     assert all("Last edits" not in p[-1]["content"] and "Each part's" not in p[-1]["content"]
@@ -84,7 +106,7 @@ def test_memory_shows_the_last_edits_and_each_slots_record_and_k0_shows_none():
 
 
 def test_find_edit_measures_the_child_against_its_parent():
-    study, _ = _search(LLMEditConfig(population=4, tournament=2, epsilon=1.0), seed=5)
+    study, _ = _search(LLMEditConfig(population=4, tournament=2, epsilon=1.0, choice="sample"), seed=5)
     study.run(budget=20)
     by_hash = {t.arch_hash: t for t in study.history.trials}
     child = next(t for t in study.history.trials if t.parent_hash
@@ -97,7 +119,7 @@ def test_find_edit_measures_the_child_against_its_parent():
 
 def test_resume_is_exact():
     store = MemoryStore()
-    config = LLMEditConfig(population=4, tournament=2)
+    config = LLMEditConfig(population=4, tournament=2, choice="sample")
     whole = Search(SPACE, LLMEditProposer(FakeMutatorBackend(), config), FakeScoreEvaluator(), MemoryStore(), seed=7)
     whole.run(budget=30)
     Search(SPACE, LLMEditProposer(FakeMutatorBackend(), config), FakeScoreEvaluator(), store, seed=7).run(budget=17)
@@ -111,9 +133,12 @@ def test_edit_grammar_and_registration():
     answers = {GrammarSampler(grammar).sample(random.Random(i)) for i in range(100)}
     assert answers == {"weak part: e1\nnew value: none", "weak part: e1\nnew value: skip_connect",
                        "weak part: e4\nnew value: nor_conv_3x3"}
-    proposer = create_proposer("llm-edit", backend=FakeMutatorBackend(), model="fake", epsilon=0.25)
+    proposer = create_proposer("llm-edit", backend=FakeScoringBackend(), model="fake", epsilon=0.25)
     s = proposer.settings()
-    assert (s["epsilon"], s["window"], s["hints"], s["model"]) == (0.25, 5, False, "fake")
+    assert (s["epsilon"], s["window"], s["hints"], s["model"], s["choice"]) == (0.25, 5, False, "fake", "calibrated")
+    assert "choice" not in create_proposer("llm-edit", backend=FakeMutatorBackend(), choice="sample").settings()
+    with pytest.raises(ValueError, match="scores continuations"):
+        create_proposer("llm-edit", backend=FakeMutatorBackend())
     with pytest.raises(ValueError, match="epsilon"):
         LLMEditConfig(epsilon=1.5)
 
@@ -122,10 +147,27 @@ def test_cnn_slots_drive_edits_that_pass_the_caps():
     space = get_space("cnn")
     caps = Constraints(num_classes=10, in_chans=1, input_size=16, max_params_m=1.0, max_flops_m=25.0)
     spec = space.parse(space.examples()[0])
-    proposer = LLMEditProposer(FakeMutatorBackend(), LLMEditConfig())
+    proposer = LLMEditProposer(FakeMutatorBackend(), LLMEditConfig(choice="sample"))
     guard = space.prefix_guard(caps)
     allowed = [(s.name, v) for s in space.slots(spec) for v, child in s.options
                if proposer._fact(space, caps, guard, child) is not None]
     assert ("s1.k", "5") in allowed and ("stem.c", "8") in allowed
     assert ("head.c", "512") in allowed or all(not guard(space.format(c)) for s in space.slots(spec)
                                                  if s.name == "head.c" for v, c in s.options if v == "512")
+
+
+def test_calibrated_choice_removes_the_models_fixed_preferences():
+    backend = FakeScoringBackend()
+    study, _ = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.0), seed=4, backend=backend)
+    study.run(budget=20)
+    chosen = [t for t in study.history.trials if t.llm is not None]
+    assert chosen and all(t.llm.finish_reason == "scored" and t.llm.extra["choice"] == "calibrated" for t in chosen)
+    # raw scores favour avg_pool_3x3 (-1 vs -0.5 for nor_conv_3x3 ... ) but that preference is also in the
+    # content-free prompt: calibrated, nor_conv_3x3 (+4.5 over its content-free score) wins wherever it is allowed
+    for t in chosen:
+        assert t.llm.extra["edit"]["value"] == "nor_conv_3x3" or t.llm.extra["options"] < 24
+        assert t.llm.extra["calibrated_score"] == pytest.approx(4.5 + 0.0, abs=0.02) or \
+            t.llm.extra["edit"]["value"] != "nor_conv_3x3"
+    free_calls = [keys for content_free, keys in backend.scored if content_free]
+    assert len(free_calls) == 1 and len(free_calls[0]) == 30       # once per run: 6 slots x 5 values
+    assert backend.grammars == []                                   # nothing decoded
