@@ -9,7 +9,7 @@ A grid file (``benchmarks/grids/*.toml``)::
     max_budget = 300                   # each run goes this far (default: the largest budget)
     reference = "evolution"            # paired comparisons are against this entry (default: evolution if present)
     more_references = ["llm"]          # and against these too, a table each (an ablation grid: the full proposer)
-    band = "std"                       # curve plot band: "std" or "ci95"
+    band = "ci95"                      # curve plot band: "ci95" (95% t-interval of the mean) or "std"
     max_stall = 200                    # a run stops (stalled) after this many known or invalid proposals in a row
 
     [space]
@@ -150,7 +150,7 @@ class BenchConfig:
     max_budget: int = 100
     reference: str | None = None              # None: no paired comparisons
     more_references: tuple[str, ...] = ()     # further entries the others are compared with, a table each
-    band: str = "std"
+    band: str = "ci95"
     max_stall: int = 200                      # Search(max_stall=...): known or invalid proposals in a row
     bootstrap_resamples: int = 10_000
     bootstrap_seed: int = 0
@@ -333,7 +333,7 @@ def config_from_dict(raw: Mapping[str, Any], base: Path | None = None, default_n
     return BenchConfig(name=str(raw.get("name") or default_name or "bench"), entries=entries,
                        seeds=parse_seeds(raw.get("seeds", 3)), space=_space(raw.get("space", {}), base),
                        budgets=budgets, max_budget=max_budget, reference=reference, more_references=tuple(more),
-                       band=raw.get("band", "std"),
+                       band=raw.get("band", "ci95"),
                        max_stall=int(raw.get("max_stall", 200)),
                        bootstrap_resamples=int(raw.get("bootstrap_resamples", 10_000)),
                        bootstrap_seed=int(raw.get("bootstrap_seed", 0)), published=_published(raw.get("published", {})))
