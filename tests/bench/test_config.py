@@ -25,9 +25,16 @@ def test_baseline_grids_carry_the_published_columns():
     assert c10.published["evolution"][100] == (94.05, 0.29, 300) and c10.seeds == tuple(range(100))
     assert c10.space.preset == "cifar10" and c10.report_budgets == (10, 30, 100, 300)
     assert load_grid(GRIDS / "nb201-baselines-c100.toml").published["random"][300] == (72.22, 0.72, 300)
-    memory = load_grid(GRIDS / "nb201-llm-ablations-c10.toml")
+    memory = load_grid(GRIDS / "nb201-llm-c10.toml")
     assert memory.max_stall == 24 and c10.max_stall == 200 and memory.to_json()["max_stall"] == 24
-    assert {e.proposer for e in load_grid(GRIDS / "nb201-llm-c10.toml").entries} == {"random", "evolution", "llm-evo", "llm"}
+    assert {e.proposer for e in memory.entries} == {"random", "evolution", "llm-evo", "llm"}
+    paper = next(e for e in memory.entries if e.name == "llm")     # the entry named llm is the paper's method
+    assert paper.settings["improver"] is True and paper.settings["window"] == 5
+    for ds in ("c10", "c100"):
+        edit = load_grid(GRIDS / f"nb201-llm-edit-{ds}.toml")
+        assert edit.seeds == tuple(range(20)) and {e.name for e in edit.entries} >= {"llm-edit", "llm-edit-no-memory"}
+    for withdrawn in (GRIDS / "withdrawn").glob("*.toml"):     # kept as they ran, still readable
+        assert load_grid(withdrawn).space.table.endswith("nb201_cifar.csv")
 
 
 def test_seeds():

@@ -21,7 +21,7 @@ def test_llm_smoke_grid_reports(nb201_csv, smollm2_dir, tmp_path):
     assert result.exit_code == 0, result.output
     folder = tmp_path / "nb201-llm-smoke"
     results = json.loads((folder / "results.json").read_text())
-    assert set(results["entries"]) == {"random", "evolution", "llm", "llm-evo"}
+    assert set(results["entries"]) == {"random", "evolution", "llm-edit", "llm-evo"}
     for name, e in results["entries"].items():
         assert e["runs"] == 2 and e["incomplete_runs"] == 0 and set(e["at_budget"]) <= {"10", "20"}
         assert e["at_budget"]["10"]["n"] == 2 and 0 < e["valid_rate"] <= 1   # a stalled LLM run keeps its best
@@ -30,7 +30,7 @@ def test_llm_smoke_grid_reports(nb201_csv, smollm2_dir, tmp_path):
     llm_trials = [r for r in results["runs"] if r["entry"] == "llm-evo"]
     assert len(llm_trials) == 2 and all(len(r["curve_test"]) >= 10 for r in llm_trials)
     table = (folder / "table.md").read_text()
-    assert all(f"| {n} | 2" in table for n in ("random", "evolution", "llm", "llm-evo"))   # "2 (1 stalled)" too
+    assert all(f"| {n} | 2" in table for n in ("random", "evolution", "llm-edit", "llm-evo"))   # "2 (1 stalled)" too
     assert "## Paired comparisons against `evolution`" in table
     for png in ("curves.png", "distribution.png"):
         assert_png(folder / png)
