@@ -61,6 +61,9 @@ DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
               help="Evaluations in parallel.")
 @click.option("--population", default=10, show_default=True, help="evolution, llm-evo, llm-edit: population size.")
 @click.option("--tournament", default=3, show_default=True, help="evolution, llm-evo, llm-edit: tournament size.")
+@click.option("--edit-choice", type=click.Choice(["calibrated", "sample"]), default="calibrated", show_default=True,
+              help="llm-edit: the model's edit taken by calibrated scores (in-process backend) or written under a "
+                   "grammar (any backend).")
 @click.option("--epsilon", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="llm-edit: share of children made by evolution's random mutation instead of the model.")
 @click.option("--hints", is_flag=True,
@@ -85,7 +88,8 @@ DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
               help="llm: a call's candidates drawn without replacement (stochastic beam search), none alike; "
                    "--llm transformers.")
 @click.option("--temperature", type=float, default=None,
-              help="llm, llm-evo: sampling temperature [default: 0.8; llm-evo: 1.0].")
+              help="llm, llm-evo, llm-edit: sampling temperature [default: 0.8; llm-evo: 1.0; llm-edit: 0, the best "
+                   "calibrated edit].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def search(space: str, data: str, table: str | None, preset: str, proposer: str | None, budget: int, store: str,
@@ -93,7 +97,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
            batch_size: int | None, input_size: int | None,
            train_size: int | None, val_size: int | None, test_size: int | None, max_params_m: float | None,
            max_flops_m: float | None, device: str, timeout: float, workers: int, population: int, tournament: int,
-           epsilon: float, hints: bool, llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None,
+           edit_choice: str, epsilon: float, hints: bool, llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None,
            candidates: int | None,
            memory_window: int, elites: int, improver: bool, distinct: bool, temperature: float | None,
            quiet: bool, val_column: str | None = None, test_column: str | None = None,
@@ -125,7 +129,10 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
         settings.update({k: v for k, v in (("candidates", candidates), ("temperature", temperature)) if v is not None})
         settings["hints"] = hints
         if proposer == "llm-edit":
-            settings.update(epsilon=epsilon, window=memory_window, slot_stats=memory_window > 0)
+            settings.update(epsilon=epsilon, window=memory_window, slot_stats=memory_window > 0, choice=edit_choice)
+            if edit_choice == "calibrated" and llm_backend != "transformers":
+                raise UserError(f"--edit-choice calibrated scores edits in process (--llm transformers); with "
+                                f"--llm {llm_backend} use --edit-choice sample")
         if proposer == "llm":
             settings.update(window=memory_window, elites=elites, improver=improver)
             if distinct:
