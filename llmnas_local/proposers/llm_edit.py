@@ -99,13 +99,25 @@ class LLMEditProposer(BaseLLMProposer):
     def propose(self, history: HistoryView, n: int, rng: random.Random) -> list[Proposal]:
         alive = history.completed[-self.config.population:]
         if len(alive) < self.config.population:            # warm-up: evolution's random members, same draws
-            return [Proposal(history.space.sample(rng)) for _ in range(n)]
+            return [Proposal(self._member(history, rng)) for _ in range(n)]
         if rng.random() < self.config.epsilon:
             return [self._evolution.offspring(history, alive, rng)]
         parent, edits = self._parent_and_edits(history, alive, rng)
         if parent is None:                                  # every tried parent's children are known: evolution's walk
             return [self._evolution.offspring(history, alive, rng)]
         return self._ask_model(history, parent, edits, rng)
+
+    def _member(self, history: HistoryView, rng: random.Random) -> str:
+        """A random member: a draw of the space's sampler. Where the space has a prefix guard for the caps (cnn),
+        draws over the caps are redrawn (up to ``MAX_REDRAWS``; most random cnn strings are), so the warm-up does not
+        stall; elsewhere (nb201) the draw is evolution's own, so a seed's warm-up pairs with evolution's."""
+        guard = history.space.prefix_guard(history.constraints)
+        text = history.space.sample(rng)
+        for _ in range(self.MAX_REDRAWS if guard is not None else 0):
+            if guard(text):
+                break
+            text = history.space.sample(rng)
+        return text
 
     # -- the model's edit -------------------------------------------------------------------------------------------
     def _ask_model(self, history: HistoryView, parent, edits: dict, rng: random.Random) -> list[Proposal]:

@@ -171,3 +171,17 @@ def test_calibrated_choice_removes_the_models_fixed_preferences():
     free_calls = [keys for content_free, keys in backend.scored if content_free]
     assert len(free_calls) == 1 and len(free_calls[0]) == 30       # once per run: 6 slots x 5 values
     assert backend.grammars == []                                   # nothing decoded
+
+
+def test_cnn_warm_up_members_fit_the_caps():
+    """Random cnn strings are mostly over the caps: the warm-up redraws them, so a capped search does not stall."""
+    from llmnas_local.search.history import HistoryView
+
+    space = get_space("cnn")
+    caps = Constraints(num_classes=10, in_chans=1, input_size=16, max_params_m=1.0, max_flops_m=25.0)
+    proposer = LLMEditProposer(FakeMutatorBackend(), LLMEditConfig(choice="sample"))
+    history, guard, rng = HistoryView(space, caps), space.prefix_guard(caps), random.Random(0)
+    members = [proposer.propose(history, 1, rng)[0].text for _ in range(20)]
+    assert all(guard(m) for m in members)
+    raw = [space.sample(random.Random(i)) for i in range(50)]
+    assert sum(guard(m) for m in raw) < 25                          # the sampler alone: mostly over the caps
