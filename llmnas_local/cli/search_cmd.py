@@ -9,8 +9,8 @@ from llmnas_local.cli.errors import SearchError, UserError, ignore_further_inter
 from llmnas_local.llm.models import EMBEDDED
 
 DEFAULT_STORE = "runs/default"
-# The LLM proposer the grids measured best on each space (benchmarks/README.md). On cnn, llm-edit's random warm-up
-# (evolution's) would mostly fail the caps, while llm proposes within them (its prefix guard): llm stays the default.
+# The LLM proposer the grids measured best on each space (benchmarks/README.md). No grid compares the LLM proposers
+# on cnn (real trainings), so llm, the method's own proposer, stays its default.
 DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
 
 
