@@ -26,7 +26,7 @@ class Edit:
     old: str
     new: str
     delta: float | None      # child val_acc - parent val_acc; None when the child did not complete
-    outcome: str             # "+1.20", or the child's status ("failed", "invalid"...)
+    status: str              # the child's: "complete", "failed", "timeout"...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,12 +51,10 @@ def find_edit(space: Any, parent: TrialRecord, child: TrialRecord) -> Edit | Non
     for slot in space.slots(parent_spec) or ():
         for value, spec in slot.options:
             if spec == child_spec:
-                delta, outcome = None, child.status.name.lower()
+                delta = None
                 if child.status is TrialStatus.COMPLETE and VAL_ACC in child.metrics and VAL_ACC in parent.metrics:
-                    before, after = parent.metrics[VAL_ACC], child.metrics[VAL_ACC]
-                    delta = after - before
-                    outcome = f"{delta:+.2f}"
-                return Edit(slot.name, slot.label, slot.value, value, delta, outcome)
+                    delta = child.metrics[VAL_ACC] - parent.metrics[VAL_ACC]
+                return Edit(slot.name, slot.label, slot.value, value, delta, child.status.name.lower())
     return None
 
 

@@ -23,13 +23,25 @@ SCAN_PER_SLOT = 8          # the window looks back over at most this many trials
 
 
 @dataclasses.dataclass(frozen=True)
+class TrialOutcome:
+    """What became of a proposal, as data (the prompts put it in words: :mod:`llmnas_local.prompts.render`)."""
+
+    status: str                       # "complete", "duplicate", "invalid", "timeout", "failed"
+    val_acc: float | None = None      # the trial's (a duplicate: the earlier evaluation's)
+    best_val: float | None = None     # the run's best when the memory was read
+    params_m: float | None = None
+    error: str = ""
+    times: int = 1                    # how often the model proposed it within the window
+
+
+@dataclasses.dataclass(frozen=True)
 class Triple:
     """One diagnostic triple of the sliding window."""
 
     problem: str
     modification: str
     proposal: str
-    outcome: str
+    outcome: TrialOutcome
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,21 +52,12 @@ class Elite:
     flops_m: float | None
 
 
-def describe_outcome(trial: TrialRecord, best_val: float | None) -> str:
-    """One line that tells the model what became of a proposal."""
+def trial_outcome(trial: TrialRecord, best_val: float | None, times: int = 1) -> TrialOutcome:
     m = trial.metrics
-    if trial.status is TrialStatus.COMPLETE and VAL_ACC in m:
-        delta = "" if best_val is None else f" ({m[VAL_ACC] - best_val:+.2f} vs best {best_val:.2f})"
-        size = f", {m[PARAMS_M]:.3f}M params" if PARAMS_M in m else ""
-        return f"val_acc {m[VAL_ACC]:.2f}{delta}{size}"
-    if trial.status is TrialStatus.DUPLICATE:
-        prior = f" (val_acc {m[VAL_ACC]:.2f})" if VAL_ACC in m else ""
-        return f"already evaluated{prior}: wasted, propose something new"
-    if trial.status is TrialStatus.INVALID:
-        return f"invalid, not evaluated: {trial.error}"
-    if trial.status is TrialStatus.TIMEOUT:
-        return f"timed out: {trial.error}"
-    return f"failed: {trial.error}"
+    status = trial.status.name.lower()
+    if trial.status is TrialStatus.COMPLETE and VAL_ACC not in m:
+        status = "failed"
+    return TrialOutcome(status, m.get(VAL_ACC), best_val, m.get(PARAMS_M), trial.error, times)
 
 
 class FeedbackMemory:
@@ -90,9 +93,7 @@ class FeedbackMemory:
         out = []
         for text, t in reversed(latest.items()):
             diagnosis = t.llm.diagnosis if t.llm is not None else {}
-            outcome = describe_outcome(t, best_val)
-            if counts[text] > 1:
-                outcome += f" (proposed {counts[text]} times)"
             out.append(Triple(problem=str(diagnosis.get("problem", "")),
-                              modification=str(diagnosis.get("modification", "")), proposal=text, outcome=outcome))
+                              modification=str(diagnosis.get("modification", "")), proposal=text,
+                              outcome=trial_outcome(t, best_val, counts[text])))
         return out

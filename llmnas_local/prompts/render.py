@@ -7,7 +7,9 @@ import importlib.resources
 import string
 
 from llmnas_local.memory.edits import Edit, SlotRecord
-from llmnas_local.memory.feedback import Elite, Triple
+from llmnas_local.memory.feedback import Elite, Triple, TrialOutcome
+
+DEFAULT_TASK = "image classification"     # what prompts say when the evaluator describes no task
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,20 +51,43 @@ def _elites(elites: tuple[Elite, ...]) -> str:
     return "\n".join(lines)
 
 
+def outcome_text(o: TrialOutcome) -> str:
+    """One line that tells the model what became of a proposal."""
+    if o.status == "complete" and o.val_acc is not None:
+        delta = "" if o.best_val is None else f" ({o.val_acc - o.best_val:+.2f} vs best {o.best_val:.2f})"
+        size = f", {o.params_m:.3f}M params" if o.params_m is not None else ""
+        text = f"val_acc {o.val_acc:.2f}{delta}{size}"
+    elif o.status == "duplicate":
+        prior = f" (val_acc {o.val_acc:.2f})" if o.val_acc is not None else ""
+        text = f"already evaluated{prior}: wasted, propose something new"
+    elif o.status == "invalid":
+        text = f"invalid, not evaluated: {o.error}"
+    elif o.status == "timeout":
+        text = f"timed out: {o.error}"
+    else:
+        text = f"failed: {o.error}"
+    return text + (f" (proposed {o.times} times)" if o.times > 1 else "")
+
+
+def edit_outcome_text(e: Edit) -> str:
+    """An edit's outcome: the child's val_acc minus its parent's, or what became of the child."""
+    return f"{e.delta:+.2f}" if e.delta is not None else e.status
+
+
 def _triples(triples: tuple[Triple, ...]) -> str:
     if not triples:
         return "(no attempts yet)"
     lines = []
     for i, t in enumerate(triples, 1):
         head = f"{i}. problem: {t.problem or '-'} | modification: {t.modification or '-'}"
-        lines.append(f"{head}\n   proposal: {t.proposal}\n   outcome: {t.outcome}")
+        lines.append(f"{head}\n   proposal: {t.proposal}\n   outcome: {outcome_text(t.outcome)}")
     return "\n".join(lines)
 
 
 def _fill(name: str, ctx: PromptContext, **extra: str) -> list[dict[str, str]]:
     """The system message and the user message of template ``name``, filled from ``ctx`` (and ``extra`` fields)."""
     user = load_template(name).substitute(
-        task=ctx.task, caps=_caps(ctx), description=ctx.description.strip(),
+        task=ctx.task or DEFAULT_TASK, caps=_caps(ctx), description=ctx.description.strip(),
         examples="\n".join(ctx.examples), elites=_elites(ctx.elites), triples=_triples(ctx.triples), **extra)
     return [{"role": "system", "content": load_template("system").substitute().strip()},
             {"role": "user", "content": user.strip()}]
@@ -93,7 +118,7 @@ def _edit_memory(records: tuple[SlotRecord, ...], edits: tuple[Edit, ...]) -> st
     out = []
     if edits:
         out.append("\nLast edits, oldest first:")
-        out += [f"{e.slot} {e.old} -> {e.new}: {e.outcome}" for e in edits]
+        out += [f"{e.slot} {e.old} -> {e.new}: {edit_outcome_text(e)}" for e in edits]
     if records:
         out.append("\nEach part's edits in this run, best first:")
         ranked = sorted(records, key=lambda r: -(r.best_delta if r.best_delta is not None else -1e9))

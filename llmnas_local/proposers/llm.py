@@ -145,7 +145,7 @@ class LLMProposer(BaseLLMProposer):
 
     def context(self, history: HistoryView) -> PromptContext:
         space, c = history.space, history.constraints
-        return PromptContext(task=history.task or "image classification", description=space.describe(self.config.hints),
+        return PromptContext(task=history.task, description=space.describe(self.config.hints),
                              examples=tuple(space.prompt_examples(history.seed)),
                              elites=tuple(self.memory.elites(history)), triples=tuple(self.memory.triples(history)),
                              max_params_m=c.max_params_m, max_flops_m=c.max_flops_m)

@@ -125,7 +125,7 @@ class LLMEditProposer(BaseLLMProposer):
         space, caps = history.space, history.constraints
         slots = space.slots(space.parse(parent.raw))
         made = self.memory.edits(history) if self.memory.enabled else []
-        ctx = PromptContext(task=history.task or "image classification", description=space.describe(self.config.hints),
+        ctx = PromptContext(task=history.task, description=space.describe(self.config.hints),
                             examples=(), elites=(), triples=(), max_params_m=caps.max_params_m,
                             max_flops_m=caps.max_flops_m)
         messages = editor_messages(ctx, parent.metrics[VAL_ACC],

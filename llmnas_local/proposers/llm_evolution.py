@@ -69,7 +69,7 @@ class LLMEvolutionProposer(BaseLLMProposer):
         t0 = time.perf_counter()
         space, caps = history.space, history.constraints
         parent, grammar = self._parent_and_grammar(history, alive, rng)
-        ctx = PromptContext(task=history.task or "image classification", description=space.describe(self.config.hints),
+        ctx = PromptContext(task=history.task, description=space.describe(self.config.hints),
                             examples=(),
                             elites=(), triples=(), max_params_m=caps.max_params_m, max_flops_m=caps.max_flops_m)
         messages = mutator_messages(ctx, parent.raw, parent.metrics[VAL_ACC])

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from llmnas_local.dsl import Constraints, get_space
-from llmnas_local.memory.feedback import DIAGNOSIS, FeedbackMemory, describe_outcome
+from llmnas_local.memory.feedback import DIAGNOSIS, FeedbackMemory, trial_outcome
+from llmnas_local.prompts.render import outcome_text
 from llmnas_local.records import PARAMS_M, VAL_ACC, TrialRecord, TrialStatus
 from llmnas_local.search.history import HistoryView
 
@@ -23,8 +24,8 @@ def test_window_keeps_the_last_k_trials_with_their_diagnosis_and_outcome():
               for i in range(8)]
     triples = FeedbackMemory(window=3).triples(_history(trials))
     assert [t.problem for t in triples] == ["p5", "p6", "p7"]
-    assert triples[-1].outcome.startswith("val_acc 57.00 (+0.00 vs best 57.00)")
-    assert triples[0].outcome.startswith("val_acc 55.00 (-2.00 vs best 57.00)")
+    assert outcome_text(triples[-1].outcome).startswith("val_acc 57.00 (+0.00 vs best 57.00)")
+    assert outcome_text(triples[0].outcome).startswith("val_acc 55.00 (-2.00 vs best 57.00)")
 
 
 def test_failures_rejections_and_duplicates_are_shown_with_their_reason():
@@ -32,7 +33,7 @@ def test_failures_rejections_and_duplicates_are_shown_with_their_reason():
                   _trial(1, TrialStatus.INVALID, error="rejected: total stride 64 exceeds input 32"),
                   _trial(2, TrialStatus.FAILED, error="diverged: loss is nan at step 3"),
                   _trial(3, TrialStatus.DUPLICATE, val=80.0)])
-    outcomes = [t.outcome for t in FeedbackMemory(window=5).triples(h)]
+    outcomes = [outcome_text(t.outcome) for t in FeedbackMemory(window=5).triples(h)]
     assert outcomes[1] == "invalid, not evaluated: rejected: total stride 64 exceeds input 32"
     assert outcomes[2] == "failed: diverged: loss is nan at step 3"
     assert outcomes[3].startswith("already evaluated (val_acc 80.00)")
@@ -47,7 +48,8 @@ def test_window_zero_and_elites_zero_switch_parts_off():
 
 
 def test_describe_outcome_of_a_timeout():
-    assert describe_outcome(_trial(0, TrialStatus.TIMEOUT, error="ran past 600 s"), None) == "timed out: ran past 600 s"
+    assert outcome_text(trial_outcome(_trial(0, TrialStatus.TIMEOUT, error="ran past 600 s"), None)) == \
+        "timed out: ran past 600 s"
 
 
 def test_a_repeated_proposal_fills_one_slot_with_its_count_and_the_model_s_own_spelling():
@@ -57,5 +59,6 @@ def test_a_repeated_proposal_fills_one_slot_with_its_count_and_the_model_s_own_s
                               status=TrialStatus.INVALID, error="rejected: zero output"))
     triples = FeedbackMemory(window=3).triples(_history(trials))
     assert [t.proposal for t in triples] == ["a", "b", "|x~0|"]
-    assert triples[1].outcome.endswith("(proposed 5 times)") and triples[1].outcome.startswith("already evaluated")
-    assert "proposed" not in triples[0].outcome and "proposed" not in triples[2].outcome
+    texts = [outcome_text(t.outcome) for t in triples]
+    assert texts[1].endswith("(proposed 5 times)") and texts[1].startswith("already evaluated")
+    assert "proposed" not in texts[0] and "proposed" not in texts[2]

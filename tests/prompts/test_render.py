@@ -1,14 +1,14 @@
 """Prompts are filled from the memory; every part the memory holds reaches the text, and switches remove parts."""
 from __future__ import annotations
 
-from llmnas_local.memory.feedback import Elite, Triple
+from llmnas_local.memory.feedback import Elite, TrialOutcome, Triple
 from llmnas_local.prompts import PromptContext, generator_messages, improver_messages
 
 
 def _ctx(**kw):
     base = dict(task="digits, 10 classes", description="cells of ops", examples=("|a|", "|b|"),
                 elites=(Elite("|best|", 91.5, 0.3, 40.0),),
-                triples=(Triple("too shallow", "add a stage", "|tried|", "invalid, not evaluated: rejected: x"),),
+                triples=(Triple("too shallow", "add a stage", "|tried|", TrialOutcome("invalid", error="rejected: x")),),
                 max_params_m=1.0)
     base.update(kw)
     return PromptContext(**base)

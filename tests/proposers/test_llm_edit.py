@@ -12,6 +12,7 @@ from llmnas_local.dsl.nb201 import Nb201Spec
 from llmnas_local.dsl.sampler import GrammarSampler
 from llmnas_local.llm.base import Scores
 from llmnas_local.memory.edits import EditMemory, find_edit
+from llmnas_local.prompts.render import edit_outcome_text
 from llmnas_local.proposers import create_proposer
 from llmnas_local.proposers.evolution import EvolutionProposer
 from llmnas_local.proposers.llm_edit import LLMEditConfig, LLMEditProposer, edit_grammar
@@ -94,7 +95,7 @@ def test_memory_shows_the_last_edits_and_each_slots_record_and_k0_shows_none():
     assert "Last edits, oldest first:" in prompt and "Each part's edits in this run, best first:" in prompt
     last = prompt.split("Last edits, oldest first:\n")[1].split("\n\n")[0].splitlines()
     assert len(last) == 3
-    lines = [f"{e.slot} {e.old} -> {e.new}: {e.outcome}" for e in EditMemory(3).edits(study.history)]
+    lines = [f"{e.slot} {e.old} -> {e.new}: {edit_outcome_text(e)}" for e in EditMemory(3).edits(study.history)]
     assert any(lines[i:i + 3] == last for i in range(len(lines)))     # three consecutive edits of the run
     bare, bare_backend = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.5, window=0, slot_stats=False,
                                                        choice="sample"),
@@ -114,7 +115,7 @@ def test_find_edit_measures_the_child_against_its_parent():
                                                 SPACE.parse(by_hash[t.parent_hash].raw).ops)) == 1)
     edit = find_edit(SPACE, by_hash[child.parent_hash], child)
     assert edit.delta == pytest.approx(child.metrics["val_acc"] - by_hash[child.parent_hash].metrics["val_acc"])
-    assert edit.outcome == f"{edit.delta:+.2f}"
+    assert edit_outcome_text(edit) == f"{edit.delta:+.2f}" and edit.status == "complete"
 
 
 def test_resume_is_exact():
