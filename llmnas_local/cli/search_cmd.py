@@ -80,8 +80,9 @@ DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
               help="llm, --llm openai/vllm: seconds to wait for one answer of the server [default: 600].")
 @click.option("--candidates", type=int, default=None,
               help="llm: completions per generator call [default: 4]; llm-evo: children per call [default: 8].")
-@click.option("--memory-window", default=5, show_default=True,
-              help="llm: diagnostic triples shown; llm-edit: last edits shown (0: no memory).")
+@click.option("--memory-window", default=None, type=click.IntRange(min=0),
+              help="llm: diagnostic triples shown [default: 5]; llm-edit: last edits shown, and each slot's record "
+                   "when > 0 [default: 0, the measured best] (0: no memory).")
 @click.option("--elites", default=5, show_default=True, help="llm: best designs shown (0: none).")
 @click.option("--improver/--no-improver", default=True, show_default=True, help="llm: the diagnosis role.")
 @click.option("--distinct", is_flag=True,
@@ -99,7 +100,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
            max_flops_m: float | None, device: str, timeout: float, workers: int, population: int, tournament: int,
            edit_choice: str, epsilon: float, hints: bool, llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None,
            candidates: int | None,
-           memory_window: int, elites: int, improver: bool, distinct: bool, temperature: float | None,
+           memory_window: int | None, elites: int, improver: bool, distinct: bool, temperature: float | None,
            quiet: bool, val_column: str | None = None, test_column: str | None = None,
            params_column: str | None = None, flops_column: str | None = None, num_classes: int | None = None,
            llm_timeout: float | None = None) -> None:
@@ -129,12 +130,13 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
         settings.update({k: v for k, v in (("candidates", candidates), ("temperature", temperature)) if v is not None})
         settings["hints"] = hints
         if proposer == "llm-edit":
-            settings.update(epsilon=epsilon, window=memory_window, slot_stats=memory_window > 0, choice=edit_choice)
+            window = 0 if memory_window is None else memory_window
+            settings.update(epsilon=epsilon, window=window, slot_stats=window > 0, choice=edit_choice)
             if edit_choice == "calibrated" and llm_backend != "transformers":
                 raise UserError(f"--edit-choice calibrated scores edits in process (--llm transformers); with "
                                 f"--llm {llm_backend} use --edit-choice sample")
         if proposer == "llm":
-            settings.update(window=memory_window, elites=elites, improver=improver)
+            settings.update(window=5 if memory_window is None else memory_window, elites=elites, improver=improver)
             if distinct:
                 settings["distinct"] = True
         if not quiet:

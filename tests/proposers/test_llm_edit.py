@@ -88,8 +88,8 @@ def test_the_grammar_admits_only_valid_unevaluated_edits():
 
 
 def test_memory_shows_the_last_edits_and_each_slots_record_and_k0_shows_none():
-    study, backend = _search(LLMEditConfig(population=4, tournament=2, epsilon=0.5, window=3, choice="sample"),
-                             seed=2)
+    config = LLMEditConfig(population=4, tournament=2, epsilon=0.5, window=3, slot_stats=True, choice="sample")
+    study, backend = _search(config, seed=2)
     study.run(budget=40)
     prompt = backend.prompts[-1][-1]["content"]
     assert "Last edits, oldest first:" in prompt and "Each part's edits in this run, best first:" in prompt
@@ -136,7 +136,8 @@ def test_edit_grammar_and_registration():
                        "weak part: e4\nnew value: nor_conv_3x3"}
     proposer = create_proposer("llm-edit", backend=FakeScoringBackend(), model="fake", epsilon=0.25)
     s = proposer.settings()
-    assert (s["epsilon"], s["window"], s["hints"], s["model"], s["choice"]) == (0.25, 5, False, "fake", "calibrated")
+    assert (s["epsilon"], s["window"], s["slot_stats"], s["hints"], s["model"], s["choice"]) == \
+        (0.25, 0, False, False, "fake", "calibrated")                 # the measured best: no memory
     assert "choice" not in create_proposer("llm-edit", backend=FakeMutatorBackend(), choice="sample").settings()
     with pytest.raises(ValueError, match="scores continuations"):
         create_proposer("llm-edit", backend=FakeMutatorBackend())
