@@ -40,7 +40,8 @@ def _split_ints(text: str | None) -> list[int] | None:
 @click.option("--max-params-m", type=float, default=None, help="Reject models above this many M parameters.")
 @click.option("--max-flops-m", type=float, default=None, help="Reject models above this many M FLOPs per image.")
 @click.option("--reference", default=None, help="Entry the others are compared with (default evolution; 'none').")
-@click.option("--band", type=click.Choice(["std", "ci95"]), default=None, help="Band of the curve plot (default ci95: the 95% t-interval of the mean).")
+@click.option("--band", type=click.Choice(["std", "ci95"]), default=None,
+              help="Band of the curve plot (default ci95: the 95% t-interval of the mean).")
 @click.option("--results-dir", default="benchmarks/results", show_default=True, type=click.Path(file_okay=False),
               help="Where the results folder goes.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar; print only the table.")
