@@ -57,7 +57,7 @@ class LLMEditConfig:
     population: int = 10
     tournament: int = 3
     epsilon: float = 0.5            # share of children made by evolution's random mutation instead of the model
-    window: int = 0                 # K: last edits shown (the diagnostic triples); 0: the measured best (below)
+    window: int = 0                 # K: last edits shown (the diagnostic triples); 0, the measured best: no memory
     slot_stats: bool = False        # each slot's record in this run
     hints: bool = False             # the space's domain hints in the description (benchmark knowledge: off)
     choice: str = "calibrated"      # "calibrated": rank the allowed edits by calibrated score; "sample": decode one
@@ -148,10 +148,8 @@ class LLMEditProposer(BaseLLMProposer):
             if child is None:    # cut off or malformed: recorded as an invalid proposal with the model's text
                 return c.text.strip(), {}
             slot, value = m.group(1), m.group(2)
-            return space.format(child), {
-                "extra": {"edit": {"slot": slot, "value": value}},
-                "diagnosis": {"problem": f"{slot} ({labels[slot].label}) = {labels[slot].value}",
-                              "modification": f"{slot} -> {value}"}}
+            return space.format(child), {"extra": {"edit": {"slot": slot, "value": value}},
+                                         "diagnosis": _diagnosis(labels[slot], value)}
 
         return self.ask(messages, Constraint(grammar=edit_grammar(edits)), t0=t0, parent_hash=parent.arch_hash,
                         call={"temperature": self.config.temperature}, read=read, call_id=call_id,
@@ -173,8 +171,7 @@ class LLMEditProposer(BaseLLMProposer):
             slot, value = keys[i]
             llm = dataclasses.replace(
                 call, raw_output=answer_text(slot, value),
-                diagnosis={"problem": f"{slot} ({labels[slot].label}) = {labels[slot].value}",
-                           "modification": f"{slot} -> {value}"},
+                diagnosis=_diagnosis(labels[slot], value),
                 extra={"edit": {"slot": slot, "value": value}, "choice": "calibrated", "options": len(keys),
                        "score": round(scores.values[i], 4), "calibrated_score": round(calibrated[i], 4)})
             out.append(Proposal(space.format(edits[keys[i]]), parent_hash=parent.arch_hash, llm=llm, propose_s=share))
@@ -210,6 +207,11 @@ class LLMEditProposer(BaseLLMProposer):
                 ok = False
             self._facts[spec] = space.arch_hash(spec) if ok else None
         return self._facts[spec]
+
+
+def _diagnosis(slot, value: str) -> dict[str, str]:
+    """The diagnostic triple's problem (the part named as weak, with its value) and modification (its new value)."""
+    return {"problem": f"{slot.name} ({slot.label}) = {slot.value}", "modification": f"{slot.name} -> {value}"}
 
 
 def edit_grammar(edits: dict[tuple[str, str], Any]) -> str:
