@@ -18,9 +18,12 @@ from llmnas_local.llm.base import Scores
 from llmnas_local.prompts import PromptContext, editor_messages
 
 
+WEAK_PART, NEW_VALUE = "weak part: ", "\nnew value: "    # the answer's two fields, in this order
+
+
 def answer_text(slot: str, value: str) -> str:
-    """The model's answer naming an edit (what ``edit_grammar`` admits)."""
-    return f"weak part: {slot}\nnew value: {value}"
+    """The model's answer naming an edit (what ``llm_edit.edit_grammar`` admits)."""
+    return f"{WEAK_PART}{slot}{NEW_VALUE}{value}"
 
 
 class CalibratedChooser:

@@ -35,13 +35,13 @@ from llmnas_local.prompts import PromptContext, editor_messages
 from llmnas_local.proposers.base import Proposal
 from llmnas_local.proposers.llm_base import BaseLLMProposer
 from llmnas_local.proposers.evolution import EvolutionProposer, tournament_winner
-from llmnas_local.proposers.edit_choice import CalibratedChooser, answer_text
+from llmnas_local.proposers.edit_choice import NEW_VALUE, WEAK_PART, CalibratedChooser, answer_text
 from llmnas_local.records import VAL_ACC, LLMCall
 
 if TYPE_CHECKING:  # the search package imports the proposers: no import cycle at run time
     from llmnas_local.search.history import HistoryView
 
-_ANSWER = re.compile(r"weak part: (\S+)\nnew value: (\S+)")
+_ANSWER = re.compile(re.escape(WEAK_PART) + r"(\S+)" + re.escape(NEW_VALUE) + r"(\S+)")
 CHOICES = ("calibrated", "sample")
 
 
@@ -220,5 +220,6 @@ def edit_grammar(edits: dict[tuple[str, str], Any]) -> str:
     values: dict[str, list[str]] = {}
     for slot, value in edits:
         values.setdefault(slot, []).append(value)
-    alternatives = [f'"{slot}\\nnew value: " (' + " | ".join(f'"{v}"' for v in vs) + ")" for slot, vs in values.items()]
-    return 'root ::= "weak part: " (\n    ' + "\n  | ".join(alternatives) + "\n)\n"
+    new_value = json.dumps(NEW_VALUE)        # an EBNF string literal: the newline escaped
+    alternatives = [f'"{slot}" {new_value} (' + " | ".join(f'"{v}"' for v in vs) + ")" for slot, vs in values.items()]
+    return f"root ::= {json.dumps(WEAK_PART)} (\n    " + "\n  | ".join(alternatives) + "\n)\n"
