@@ -55,10 +55,11 @@ def create_llm_edit_proposer(llm: str = "transformers", model: str | None = EMBE
                              **config: Any) -> BaseProposer:
     """Regularized evolution whose edits the model chooses (``llm-edit``); arguments as
     :func:`create_llm_proposer`, ``config`` holds :class:`LLMEditConfig` fields."""
-    from llmnas_local.proposers.llm_edit import LLMEditConfig, LLMEditProposer
+    from llmnas_local.proposers.llm_edit import LLMEditConfig, LLMEditProposer, check_backend
 
-    cfg = LLMEditConfig(**config)
-    backend, name = _backend(backend, llm, model, base_url, backend_settings)
+    cfg = LLMEditConfig(**config)                # reject bad settings before loading a model
+    backend, name = _backend(backend, llm, model, base_url, backend_settings,
+                             check=lambda backend_class: check_backend(cfg, backend_class))
     return LLMEditProposer(backend, cfg, model_name=name)
 
 

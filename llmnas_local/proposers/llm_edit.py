@@ -79,6 +79,13 @@ class LLMEditConfig:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
 
 
+def check_backend(config: LLMEditConfig, backend) -> None:
+    """Reject a choice the backend (an instance, or its class before a model is loaded) cannot make."""
+    if config.choice == "calibrated" and not backend.scores_continuations:
+        raise ValueError(f"llm-edit's choice 'calibrated' needs a backend that scores continuations "
+                         f"(transformers), not {backend.name}: use choice 'sample'")
+
+
 class LLMEditProposer(BaseLLMProposer):
     name = "llm-edit"
     MAX_REDRAWS = 50     # tournaments tried for a parent with an allowed edit
@@ -89,10 +96,8 @@ class LLMEditProposer(BaseLLMProposer):
         self.memory = EditMemory(config.window, config.slot_stats)
         self._evolution = EvolutionProposer(config.population, config.tournament)
         self._facts: dict[Any, str | None] = {}      # child spec -> its hash, or None if it fails the checks
+        check_backend(config, backend)
         self._chooser = CalibratedChooser(backend, config.temperature) if config.choice == "calibrated" else None
-        if self._chooser is not None and not backend.scores_continuations:
-            raise ValueError(f"llm-edit's choice 'calibrated' needs a backend that scores continuations "
-                             f"(transformers), not {backend.name}: use choice 'sample'")
 
     def settings(self) -> dict[str, Any]:
         s = dataclasses.asdict(self.config)

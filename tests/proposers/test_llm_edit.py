@@ -187,3 +187,14 @@ def test_cnn_warm_up_members_fit_the_caps():
     assert all(guard(m) for m in members)
     raw = [space.sample(random.Random(i)) for i in range(50)]
     assert sum(guard(m) for m in raw) < 25                          # the sampler alone: mostly over the caps
+
+
+def test_a_backend_that_cannot_score_is_refused_before_a_model_loads(monkeypatch):
+    from llmnas_local.llm import BackendSpec
+
+    def no_loading(spec):
+        raise AssertionError("the backend was created before the settings were checked")
+
+    monkeypatch.setattr(BackendSpec, "create", no_loading)
+    with pytest.raises(ValueError, match="scores continuations"):
+        create_proposer("llm-edit", llm="vllm")
