@@ -155,6 +155,17 @@ class TrialWorker:
         self._conn.send(("init", {**self.init, "sys_path": list(sys.path)}))
         self._ready, self._trials = False, 0
 
+    def _start_or_reason(self, timings: dict[str, float]) -> str | None:
+        """:meth:`_start_retrying`; None once started, else why it could not start when that failure is transient
+        (the trial is then FAILED with it). A worker that reported an exception while starting raises."""
+        try:
+            self._start_retrying(timings)
+        except WorkerStartError as e:
+            if not e.transient:
+                raise
+            return str(e)
+        return None
+
     def _start_retrying(self, timings: dict[str, float]) -> None:
         """``start()``, again after a death or hang, up to ``start_attempts`` times; adds the seconds to timings."""
         for attempt in range(1, self.start_attempts + 1):
@@ -178,24 +189,16 @@ class TrialWorker:
             self._spawn()
         profile: dict[str, float] = {}
         timings: dict[str, float] = {}
-        try:
-            self._start_retrying(timings)
-        except WorkerStartError as e:
-            if not e.transient:
-                raise
-            return Outcome(TrialStatus.FAILED, profile, str(e), timings)
+        if (failed := self._start_or_reason(timings)) is not None:
+            return Outcome(TrialStatus.FAILED, profile, failed, timings)
         self._trials += 1
         try:
             try:
                 self._conn.send(("trial", request))
             except OSError:             # it died while idle: start a fresh one
                 self._spawn()
-                try:
-                    self._start_retrying(timings)
-                except WorkerStartError as e:
-                    if not e.transient:
-                        raise
-                    return Outcome(TrialStatus.FAILED, profile, str(e), timings)
+                if (failed := self._start_or_reason(timings)) is not None:
+                    return Outcome(TrialStatus.FAILED, profile, failed, timings)
                 self._conn.send(("trial", request))
             deadline = time.monotonic() + time_limit_s
             while True:
