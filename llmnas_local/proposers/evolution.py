@@ -15,6 +15,12 @@ if TYPE_CHECKING:  # the search package imports the proposers: no import cycle a
     from llmnas_local.search.history import HistoryView
 
 
+def check_tournament(population: int, tournament: int) -> None:
+    """Regularized evolution's settings: a tournament draws from 1 to ``population`` members."""
+    if not 1 <= tournament <= population:
+        raise ValueError(f"tournament ({tournament}) must be between 1 and the population ({population})")
+
+
 def tournament_winner(alive, size: int, rng: random.Random):
     """The best by validation accuracy of ``size`` members of ``alive`` drawn with replacement (Real et al.'s code)."""
     contestants = [alive[rng.randrange(len(alive))] for _ in range(size)]
@@ -27,8 +33,7 @@ class EvolutionProposer(BaseProposer):
     MAX_WALK = 20        # further mutations of the last child after that
 
     def __init__(self, population: int = 10, tournament: int = 3):
-        if not 1 <= tournament <= population:
-            raise ValueError(f"tournament ({tournament}) must be between 1 and the population ({population})")
+        check_tournament(population, tournament)
         self.population, self.tournament = population, tournament
 
     def settings(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from llmnas_local.memory.edits import EditMemory
 from llmnas_local.prompts import PromptContext, editor_messages
 from llmnas_local.proposers.base import Proposal
 from llmnas_local.proposers.llm_base import BaseLLMProposer
-from llmnas_local.proposers.evolution import EvolutionProposer, tournament_winner
+from llmnas_local.proposers.evolution import EvolutionProposer, check_tournament, tournament_winner
 from llmnas_local.proposers.edit_choice import NEW_VALUE, WEAK_PART, CalibratedChooser, answer_text
 from llmnas_local.records import VAL_ACC, LLMCall
 
@@ -67,8 +67,7 @@ class LLMEditConfig:
     max_tokens: int = 48            # "sample" only
 
     def __post_init__(self) -> None:
-        if not 1 <= self.tournament <= self.population:
-            raise ValueError(f"tournament ({self.tournament}) must be between 1 and the population ({self.population})")
+        check_tournament(self.population, self.tournament)
         if not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
         if self.window < 0 or self.candidates < 1:

@@ -18,7 +18,7 @@ from typing import Any, TYPE_CHECKING
 
 from llmnas_local.prompts import PromptContext, mutator_messages
 from llmnas_local.proposers.base import Proposal
-from llmnas_local.proposers.evolution import tournament_winner
+from llmnas_local.proposers.evolution import check_tournament, tournament_winner
 from llmnas_local.proposers.llm import dsl_constraint, guard_record, heated_temperature
 from llmnas_local.proposers.llm_base import BaseLLMProposer
 from llmnas_local.records import VAL_ACC
@@ -42,8 +42,7 @@ class LLMEvolutionConfig:
     hints: bool = False             # the space's domain hints in its description (benchmark knowledge: off)
 
     def __post_init__(self) -> None:
-        if not 1 <= self.tournament <= self.population:
-            raise ValueError(f"tournament ({self.tournament}) must be between 1 and the population ({self.population})")
+        check_tournament(self.population, self.tournament)
         if self.candidates < 1:
             raise ValueError("candidates must be >= 1")
 
