@@ -33,12 +33,10 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 
 
 def t_interval(values: list[float]) -> str:
-    from scipy.stats import t
+    from llmnas_local.bench.stats import summarize
 
-    n = len(values)
-    mean = statistics.fmean(values)
-    half = t.ppf(0.975, n - 1) * statistics.stdev(values) / math.sqrt(n) if n > 1 else float("nan")
-    return f"{mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}] (n={n})"
+    m = summarize(values)
+    return f"{m.mean:+.3f} [{m.mean - m.ci95:+.3f}, {m.mean + m.ci95:+.3f}] (n={m.n})"
 
 
 def main() -> None:
@@ -56,6 +54,7 @@ def main() -> None:
     from llmnas_local.evaluators import TabularEvaluator
     from llmnas_local.llm import create_backend
     from llmnas_local.prompts import PromptContext, editor_messages
+    from llmnas_local.proposers.edit_choice import CalibratedChooser, answer_text
     from llmnas_local.records import VAL_ACC
 
     space = get_space("nb201")
@@ -74,16 +73,9 @@ def main() -> None:
     ctx = PromptContext(task=evaluator.describe_task(), description=space.describe(args.hints), examples=(), elites=(),
                         triples=())
 
-    def answer(slot: str, value: str) -> str:
-        return f"weak part: {slot}\nnew value: {value}"
-
-    # content-free prompt: the parent's values hidden; one score per (slot, value), computed once
-    blank = space.parse(space.examples()[0])
-    free_msgs = editor_messages(ctx, float("nan"), [f"{s.name} ({s.label}) = ?" for s in space.slots(blank)])
-    free_msgs = [{**m, "content": m["content"].replace("val_acc nan", "val_acc ?")} for m in free_msgs]
-    pairs = [(s.name, v) for s in space.slots(blank) for v in ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3",
-                                                                 "avg_pool_3x3")]
-    free = dict(zip(pairs, backend.score(free_msgs, [answer(*p) for p in pairs]).values))
+    # content-free scores (the parent's values hidden), as llm-edit computes them: once per slot layout
+    chooser = CalibratedChooser(backend)
+    free = chooser.free_scores(ctx, space.slots(space.parse(space.examples()[0])))
 
     rng = random.Random(args.seed)
     cells = []
@@ -105,7 +97,7 @@ def main() -> None:
             options = [(s.name, v, child, val(child)) for s in slots for v, child in s.options]
             options = [o for o in options if o[3] is not None]
             msgs = editor_messages(ctx, parent_val, [f"{s.name} ({s.label}) = {s.value}" for s in slots])
-            raw = backend.score(msgs, [answer(o[0], o[1]) for o in options]).values
+            raw = backend.score(msgs, [answer_text(o[0], o[1]) for o in options]).values
             cal = [r - free[(o[0], o[1])] for r, o in zip(raw, options)]
             vals = [o[3] for o in options]
             mean_child = statistics.fmean(vals)
