@@ -21,7 +21,8 @@ TRAINING_VERSION = 1        # bump when the meaning of a recipe changes (loop, n
 EVAL_BATCH = 1000
 AUGMENTS = ("none", "flip")
 SCHEDULES = ("cosine", "constant")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "auto")          # "auto": bfloat16 autocast on a GPU that has it, else float32
+MEMORY_FORMATS = ("contiguous", "channels_last", "auto")   # "auto": channels_last on a GPU, else contiguous
 
 # The method's one-epoch proxy (arXiv 2603.12091): the default recipe.
 METHOD_PROXY = {"epochs": 1, "batch_size": 128, "lr": 0.01}
@@ -39,7 +40,9 @@ def proxy_defaults(source: str) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """How a proposal is trained. Every field is in the recipe (``device`` as the resolved device type)."""
+    """How a proposal is trained. Every field is in the recipe, resolved (:meth:`resolved`): ``device`` as its type,
+    ``dtype`` and ``memory_format`` as the concrete values the training used, so a CPU run (float32, contiguous) and
+    a GPU run (bfloat16 autocast, channels-last) of the same settings never share a recipe hash."""
 
     epochs: int = 1
     batch_size: int = 128
@@ -51,13 +54,15 @@ class TrainingConfig:
     augment: str = "none"             # "none" or "flip" (random horizontal flip, seeded)
     seed: int = 0                     # model initialisation, batch order, augmentation
     device: str = "auto"              # "cpu", "cuda", "cuda:N" or "auto" (cuda when available)
-    dtype: str = "float32"            # "float32" or "bfloat16" (autocast)
+    dtype: str = "auto"               # "float32", "bfloat16" (autocast; runs on CPU too if asked) or "auto"
+    memory_format: str = "auto"       # "contiguous", "channels_last" (model and batches) or "auto"
     deterministic: bool = True        # deterministic algorithms (cuDNN and friends); slower on GPU
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be >= 1 and batch_size >= 2")
-        for field, allowed in (("schedule", SCHEDULES), ("augment", AUGMENTS), ("dtype", DTYPES)):
+        for field, allowed in (("schedule", SCHEDULES), ("augment", AUGMENTS), ("dtype", DTYPES),
+                               ("memory_format", MEMORY_FORMATS)):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"{field} must be one of {', '.join(allowed)}, got {getattr(self, field)!r}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
@@ -69,6 +74,21 @@ class TrainingConfig:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def resolved(self, device: str | None = None) -> "TrainingConfig":
+        """This config with ``device`` (default: :meth:`resolved_device`), ``dtype`` and ``memory_format`` concrete.
+        ``auto`` means bfloat16 autocast and channels-last on a CUDA device (bfloat16 only where the GPU computes in
+        it: compute capability 8.0 or more, or unknown), float32 and contiguous on the CPU."""
+        device = device or self.resolved_device()
+        on_gpu = device.startswith("cuda")
+        dtype, memory_format = self.dtype, self.memory_format
+        if dtype == "auto":
+            from llmnas_local.gpu import bf16_supported
+
+            dtype = "bfloat16" if on_gpu and bf16_supported(device) else "float32"
+        if memory_format == "auto":
+            memory_format = "channels_last" if on_gpu else "contiguous"
+        return dataclasses.replace(self, device=device, dtype=dtype, memory_format=memory_format)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,12 +153,15 @@ def train_and_score(model: Any, data: TensorData, config: TrainingConfig, device
     """Train ``model`` (already seeded and built) as ``config`` says; return train_s, train_loss, val_acc, test_acc.
 
     Raises :class:`Diverged` ("diverged: loss is nan at step N", N counted from 1) as soon as a loss is not finite.
+    ``config``'s ``auto`` settings are resolved for ``device`` (:meth:`TrainingConfig.resolved`).
     """
     import torch
     import torch.nn.functional as F
 
+    config = config.resolved(device)
     dev = torch.device(device)
-    model.to(dev).train()
+    layout = torch.channels_last if config.memory_format == "channels_last" else torch.contiguous_format
+    model.to(dev, memory_format=layout).train()
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay, nesterov=config.nesterov)
     gen = torch.Generator().manual_seed(config.seed)
@@ -159,6 +182,7 @@ def train_and_score(model: Any, data: TensorData, config: TrainingConfig, device
             if config.augment == "flip":
                 flip = (torch.rand(len(idx), generator=gen) < 0.5).to(dev).view(-1, 1, 1, 1)
                 x = torch.where(flip, x.flip(3), x)
+            x = x.contiguous(memory_format=layout)
             for group in opt.param_groups:
                 group["lr"] = lr_at(config, step, total)
             with amp:
@@ -174,19 +198,22 @@ def train_and_score(model: Any, data: TensorData, config: TrainingConfig, device
     _sync(dev)
     train_s = time.perf_counter() - t0
     return {TRAIN_S: train_s, TRAIN_LOSS: losses[total - steps_per_epoch:].mean().item(),
-            VAL_ACC: accuracy(model, data.x_val, data.y_val, amp),
-            TEST_ACC: accuracy(model, data.x_test, data.y_test, amp)}
+            VAL_ACC: accuracy(model, data.x_val, data.y_val, amp, layout),
+            TEST_ACC: accuracy(model, data.x_test, data.y_test, amp, layout)}
 
 
-def accuracy(model: Any, x: Any, y: Any, amp: Any) -> float:
-    """Top-1 accuracy in % in eval mode."""
+def accuracy(model: Any, x: Any, y: Any, amp: Any, layout: Any = None) -> float:
+    """Top-1 accuracy in % in eval mode (batches in memory ``layout``, a torch memory format, if given)."""
     import torch
 
     model.eval()
     correct = 0
     with torch.no_grad(), amp:
         for i in range(0, len(y), EVAL_BATCH):
-            correct += (model(x[i:i + EVAL_BATCH]).argmax(1) == y[i:i + EVAL_BATCH]).sum().item()
+            batch = x[i:i + EVAL_BATCH]
+            if layout is not None:
+                batch = batch.contiguous(memory_format=layout)
+            correct += (model(batch).argmax(1) == y[i:i + EVAL_BATCH]).sum().item()
     return 100.0 * correct / max(1, len(y))
 
 

@@ -21,9 +21,10 @@ from typing import Any
 from llmnas_local.dsl.base import BaseSpace, Constraints, SemanticError
 from llmnas_local.evaluators.base import BaseEvaluator
 from llmnas_local.evaluators.data import DataSpec, describe_dataset, load_dataset
-from llmnas_local.evaluators.proxy import (AUGMENTS, DIGITS_PROXY, DTYPES, EVAL_BATCH, METHOD_PROXY,  # noqa: F401 (API)
-                                           SCHEDULES, TRAINING_VERSION, Diverged, TensorData, TrainingConfig,
-                                           accuracy, lr_at, prepare_tensors, proxy_defaults, train_and_score)
+from llmnas_local.evaluators.proxy import (AUGMENTS, DIGITS_PROXY, DTYPES, EVAL_BATCH, MEMORY_FORMATS,  # noqa: F401
+                                           METHOD_PROXY, SCHEDULES, TRAINING_VERSION, Diverged, TensorData,
+                                           TrainingConfig, accuracy, lr_at, prepare_tensors, proxy_defaults,
+                                           train_and_score)
 from llmnas_local.evaluators.worker import START_FAILED, TrialWorker, WorkerStartError, one_line, space_ref
 from llmnas_local.records import EVAL_S, FLOPS_M, PARAMS_M, Outcome
 
@@ -66,7 +67,8 @@ class TrainingEvaluator(BaseEvaluator):
             raise ValueError(f"constraints {[getattr(constraints, k) for k in shape]} do not match the data set's "
                              f"(num_classes, in_chans, input_size) = {list(shape.values())}")
         super().__init__(constraints)
-        self.device = self.config.resolved_device()
+        self.resolved = self.config.resolved()        # what the workers train with, and what the recipe names
+        self.device = self.resolved.device
         self.time_limit_s = float(time_limit_s)
         self.threads = threads
         self.max_trials_per_worker = max_trials_per_worker
@@ -82,8 +84,10 @@ class TrainingEvaluator(BaseEvaluator):
     def recipe(self) -> dict[str, Any]:
         """Everything that changes a result, and nothing else: the data by content fingerprint and split (not by
         its name, path or file format, so that moving or re-packing the same images keeps the recipe)."""
-        c = self.config
+        c = self.resolved
         data = {k: v for k, v in self.data_info.items() if k not in ("name", "format")}
+        # Contiguous is what every recipe meant before the field existed: it is left out so their hashes stay.
+        layout = {} if c.memory_format == "contiguous" else {"memory_format": c.memory_format}
         return {
             "evaluator": self.name, "version": TRAINING_VERSION, "data": data,
             "normalize": "train_split_mean_std", "augment": c.augment, "loss": "cross_entropy",
@@ -92,6 +96,7 @@ class TrainingEvaluator(BaseEvaluator):
             "schedule": f"{c.schedule}_per_step" if c.schedule == "cosine" else c.schedule,
             "epochs": c.epochs, "batch_size": c.batch_size, "last_batch": "kept unless of one image",
             "seed": c.seed, "device": self.device.split(":")[0], "dtype": c.dtype, "deterministic": c.deterministic,
+            **layout,
         }
 
     def describe_task(self) -> str:
@@ -157,7 +162,7 @@ class TrainingEvaluator(BaseEvaluator):
             if self._idle:
                 return self._idle.pop()
             init = {"data": self.data_spec.to_json(), "fingerprint": self.data_info["fingerprint"],
-                    "config": dataclasses.replace(self.config, device=self.device).to_json(),
+                    "config": self.resolved.to_json(),
                     "constraints": self.constraints.to_json(), "threads": self.threads}
             worker = TrialWorker(init, startup_timeout_s=self.startup_timeout_s,
                                  max_trials=self.max_trials_per_worker, start_attempts=self.start_attempts,

@@ -24,7 +24,9 @@ A worker that died or was killed is replaced at once, without waiting: the new o
 proposal is written (on GPU a worker is also replaced after any failed trial, on CPU only after a crash or time-out).
 A worker is recycled after ``max_trials`` trials. The child exits by itself when the parent goes away. Peak memory is the child's ``ru_maxrss`` (reset before each trial
 through ``/proc/self/clear_refs``; where that fails it is the process's peak so far) on CPU, and
-``torch.cuda.max_memory_allocated`` on GPU; both include the resident data set.
+``torch.cuda.max_memory_allocated`` on GPU; both include the resident data set. On GPU a trial also records the
+device's mean utilisation and most memory in use while it trained (:mod:`llmnas_local.gpu`: ``gpu_util_pct``,
+``gpu_mem_used_mb``; the whole device, other workers included).
 
 For a manual re-run of one trial: ``python -m llmnas_local.evaluators.worker REQUEST.json`` with a JSON object
 ``{"init": {...}, "request": {...}}`` as :class:`TrialWorker` sends them; it prints the result as JSON.
@@ -346,6 +348,7 @@ class TrialRunner:
 
         from llmnas_local.builder import profile_model
         from llmnas_local.evaluators.proxy import Diverged, train_and_score
+        from llmnas_local.gpu import GpuSampler
 
         _reset_peak_memory(self.device)
         model = None
@@ -361,8 +364,10 @@ class TrialRunner:
             model = space.build(spec, num_classes=c.num_classes, in_chans=c.in_chans, input_size=c.input_size)
             prof = profile_model(model, c.num_classes, c.in_chans, c.input_size)
             send("profile", {PARAMS_M: prof.params_m, FLOPS_M: prof.flops_m, BUILD_S: time.perf_counter() - t0})
-            metrics = train_and_score(model, self.data, self.config, self.device)
+            with GpuSampler(self.device) as gpu:      # reads nothing on the CPU
+                metrics = train_and_score(model, self.data, self.config, self.device)
             metrics[PEAK_MEM_MB] = _peak_memory_mb(self.device)
+            metrics.update(gpu.summary())
             return {"status": "complete", "metrics": metrics}
         except Diverged as e:
             return {"status": "failed", "metrics": {PEAK_MEM_MB: _peak_memory_mb(self.device)}, "error": str(e)}
