@@ -57,8 +57,9 @@ DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
               help="Reject models above this many M FLOPs per image [default: none; digits: 25].")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds before a training is stopped.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Evaluations in parallel.")
+@click.option("--workers", default="1", show_default=True, callback=lambda ctx, param, v: _parse_workers(v),
+              help="Evaluations in parallel, or auto: on a GPU as many trainings as its free memory holds at their "
+                   "measured peaks, on the CPU one per 2 cores (1 on 2 cores); the choice is printed.")
 @click.option("--population", default=10, show_default=True, help="evolution, llm-evo, llm-edit: population size.")
 @click.option("--tournament", default=3, show_default=True, help="evolution, llm-evo, llm-edit: tournament size.")
 @click.option("--edit-choice", type=click.Choice(["calibrated", "sample"]), default="calibrated", show_default=True,
@@ -97,7 +98,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
            seed: int, train_seed: int, run_id: str | None, epochs: int | None, lr: float | None,
            batch_size: int | None, input_size: int | None,
            train_size: int | None, val_size: int | None, test_size: int | None, max_params_m: float | None,
-           max_flops_m: float | None, device: str, timeout: float, workers: int, population: int, tournament: int,
+           max_flops_m: float | None, device: str, timeout: float, workers: int | str, population: int, tournament: int,
            edit_choice: str, epsilon: float, hints: bool, llm_backend: str, model: str, llm_url: str | None, vllm_python: str | None,
            candidates: int | None,
            memory_window: int | None, elites: int, improver: bool, distinct: bool, temperature: float | None,
@@ -117,7 +118,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
     evaluator = _create_evaluator(sp, data=data, table=table, preset=preset, train_seed=train_seed, epochs=epochs,
                                   lr=lr, batch_size=batch_size, input_size=input_size, train_size=train_size,
                                   val_size=val_size, test_size=test_size, max_params_m=max_params_m,
-                                  max_flops_m=max_flops_m, device=device, timeout=timeout, workers=workers,
+                                  max_flops_m=max_flops_m, device=device, timeout=timeout,
+                                  workers=1 if workers == "auto" else workers,
                                   val_column=val_column, test_column=test_column, params_column=params_column,
                                   flops_column=flops_column, num_classes=num_classes)
     caps = {"max_params_m": evaluator.constraints.max_params_m, "max_flops_m": evaluator.constraints.max_flops_m}
@@ -147,6 +149,9 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
         done = study.num_evaluated
         if done:
             click.echo(f"resuming run {study.run_id}: {done} evaluations already in {store}", err=True)
+        if workers == "auto":
+            workers = _auto_workers(evaluator, st, study, proposer in LLM_PROPOSERS and llm_backend == "transformers",
+                                    quiet)
         progress = _Progress(study, budget, disable=quiet)
         safe = lambda: f"{len(study.history)} trials of run {study.run_id} are safe in {store}"  # noqa: E731
         try:
@@ -209,6 +214,31 @@ def _create_evaluator(space, *, data: str, table: str | None, preset: str, train
                             time_limit_s=timeout, threads=_threads_per_worker(workers), **caps)
 
 
+def _parse_workers(value: str) -> int | str:
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise click.BadParameter(f"{value!r} is neither a number >= 1 nor auto", param_hint="'--workers'")
+    return n
+
+
+def _auto_workers(evaluator, store, study, llm_in_process: bool, quiet: bool) -> int:
+    """``--workers auto`` (:func:`llmnas_local.gpu.auto_workers`), after the LLM is loaded (its memory is taken) and
+    before any worker starts (the threads per worker follow)."""
+    from llmnas_local.gpu import auto_workers, measured_peaks
+
+    workers, why = auto_workers(evaluator, measured_peaks(store, study.recipe_hash), llm_in_process=llm_in_process)
+    if hasattr(evaluator, "threads"):
+        evaluator.threads = _threads_per_worker(workers)
+    if not quiet:
+        click.echo(why, err=True)
+    return workers
+
+
 def _threads_per_worker(workers: int) -> int | None:
     """Split the cores between parallel trainings (oversubscribed torch threads are many times slower)."""
     import os
@@ -242,26 +272,35 @@ def _report(study, best, store: str, hint: str = "") -> None:
 
 
 class _Progress:
-    """A tqdm bar over distinct evaluations, with the best validation accuracy and the invalid/duplicate counts."""
+    """A tqdm bar over distinct evaluations, with the best validation accuracy and the invalid/duplicate counts, and
+    on a GPU its utilisation and memory (read every 2 s in a thread)."""
 
     def __init__(self, study, budget: int, disable: bool):
         from tqdm import tqdm
+
+        from llmnas_local.gpu import GpuSampler
+
+        self.gpu = GpuSampler(getattr(study.evaluator, "device", "cpu") if not disable else "cpu", interval_s=2.0)
 
         self.bar = tqdm(total=budget, initial=min(study.num_evaluated, budget), unit="eval", disable=disable,
                         dynamic_ncols=True, file=sys.stderr)
         self.budget = budget
 
     def update(self, study, trial) -> None:
+        from llmnas_local.gpu import describe
         from llmnas_local.records import VAL_ACC
 
         self.bar.n = min(study.num_evaluated, self.budget)
         best = study.best()
         c = study.counts()
+        gpu = describe(self.gpu.latest)
         self.bar.set_postfix_str(
-            f"best val {best.metrics[VAL_ACC]:.2f}" if best else "best val -", refresh=False)
+            (f"best val {best.metrics[VAL_ACC]:.2f}" if best else "best val -") + (f" {gpu}" if gpu else ""),
+            refresh=False)
         self.bar.set_description(f"invalid {c['invalid']} dup {c['duplicate']} failed {c['failed'] + c['timeout']}",
                                  refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
+        self.gpu.close()
         self.bar.close()
