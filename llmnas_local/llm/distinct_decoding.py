@@ -27,7 +27,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
-from llmnas_local.llm.jump_forward import JumpForward, Row, choose, next_scores, warp
+from llmnas_local.llm.jump_forward import NO_CLOCK, JumpForward, Row, StepClock, choose, next_scores, warp
 
 
 @dataclasses.dataclass
@@ -42,15 +42,17 @@ def decode_distinct(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
                     select_rows: Callable[[torch.Tensor], None], prompt_ids: Sequence[int], n: int, *, compiled,
                     tokenizer, token_texts: Sequence[str], stop_ids: Sequence[int], pad_id: int, max_tokens: int,
                     temperature: float, top_p: float, guard: Callable[[str], bool] | None = None,
-                    identity: Callable[[str], Hashable] | None = None,
-                    device: Any = "cpu") -> list[tuple[list[int], str]]:
+                    identity: Callable[[str], Hashable] | None = None, device: Any = "cpu",
+                    clock: StepClock | None = None) -> list[tuple[list[int], str]]:
     """Up to ``n`` distinct completions of a prompt whose KV cache (every prompt token but the last) is held, as one
     row, by ``forward(input_ids, attention_mask, position_ids) -> logits``; ``select_rows(index)`` makes the cache's
     rows those listed in ``index`` (repeats copy a row). ``identity(text)``: what makes two outputs the same (default:
     the text). Fewer than ``n`` only where the grammar admits fewer. Returns ``(token ids, finish reason)`` per
-    completion, in sampling order."""
+    completion, in sampling order. ``clock``: where the time went."""
     import xgrammar as xgr
 
+    clock = clock or NO_CLOCK
+    clock.start()
     jump = JumpForward(tokenizer, token_texts, stop_ids, max_tokens, len(token_texts))
     root = Row(xgr.GrammarMatcher(compiled) if compiled is not None else None, prompt_ids[-1], len(prompt_ids) - 1)
     jump(root)
@@ -65,11 +67,12 @@ def decode_distinct(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
 
     beams, stop = [_Beam(root, 0.0, 0.0, same(root))], set(stop_ids)
     mask = torch.ones(1, len(prompt_ids) - 1, dtype=torch.long, device=device)
+    clock.lap("setup")
     while any(b.row.finish is None for b in beams):
         live = [b for b in beams if b.row.finish is None]         # the cache's rows, in this order
         scores, mask = next_scores(forward, [b.row for b in live], mask, compiled=compiled, pad_id=pad_id,
                                    guard=guard, token_texts=token_texts, temperature=temperature, top_p=top_p,
-                                   device=device)
+                                   device=device, clock=clock)
         log_probs = torch.log_softmax(warp(scores, temperature, top_p) if temperature > 0 else scores, dim=-1)
         options = [(b.key, b, -1, -1, b.log_p) for b in beams if b.row.finish is not None]
         for i, b in enumerate(live):
@@ -86,7 +89,9 @@ def decode_distinct(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
                 break
             if parent >= 0:                     # else a finished beam, kept while n others do not outrank it
                 row = _fork(beam.row)
+                clock.lap("distinct")
                 choose(row, token, jump, stop)
+                clock.lap("jump")
                 beam = _Beam(row, log_p, key, same(row))
             if beam.same in taken:              # a likelier beam is alike: this one adds nothing
                 continue
@@ -94,10 +99,12 @@ def decode_distinct(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
             beams.append(beam)
             if parent >= 0 and beam.row.finish is None:
                 parents.append(parent)
+        clock.lap("distinct")
         if parents:
             index = torch.tensor(parents, dtype=torch.long, device=device)
             select_rows(index)
             mask = mask[index]
+            clock.lap("cache")
     return [(b.row.tokens, b.row.finish) for b in beams]
 
 

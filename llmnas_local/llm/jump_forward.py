@@ -15,6 +15,8 @@ step.
 """
 from __future__ import annotations
 
+import collections
+import time
 from typing import Any, Callable, Sequence
 
 import torch
@@ -38,6 +40,43 @@ def sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tens
     return torch.multinomial(torch.softmax(warp(logits, temperature, top_p), dim=-1), 1).squeeze(1)
 
 
+class StepClock:
+    """Where decoding's time goes, by section (benchmarks/bench_decode.py): ``lap(name)`` charges the time since the
+    previous lap (or :meth:`start`) to ``name`` and counts the lap. ``sync`` (``torch.cuda.synchronize`` on a GPU)
+    runs before each reading, so that the work a section queued on the device is charged to it; it slows decoding,
+    so a run timed for its wall time goes without it. A decode given no clock uses :data:`NO_CLOCK`."""
+
+    def __init__(self, sync: Callable[[], None] | None = None):
+        self.sync = sync
+        self.seconds: collections.Counter[str] = collections.Counter()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._last = time.perf_counter()
+
+    def start(self) -> None:
+        if self.sync is not None:
+            self.sync()
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.sync is not None:
+            self.sync()
+        now = time.perf_counter()
+        self.seconds[name] += now - self._last
+        self.counts[name] += 1
+        self._last = now
+
+
+class _NoClock:
+    def start(self) -> None:
+        pass
+
+    def lap(self, name: str) -> None:
+        pass
+
+
+NO_CLOCK = _NoClock()
+
+
 class Row:
     """One completion being decoded: its tokens and text, its grammar matcher, what it feeds the model next, where."""
 
@@ -49,13 +88,16 @@ class Row:
 def decode(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
            keep_rows: Callable[[torch.Tensor], None], prompt_ids: Sequence[int], rows: int, *, compiled, tokenizer,
            token_texts: Sequence[str], stop_ids: Sequence[int], pad_id: int, max_tokens: int, temperature: float,
-           top_p: float, guard: Callable[[str], bool] | None = None,
-           device: Any = "cpu") -> list[tuple[list[int], str]]:
+           top_p: float, guard: Callable[[str], bool] | None = None, device: Any = "cpu",
+           clock: StepClock | None = None) -> list[tuple[list[int], str]]:
     """Decode ``rows`` completions of a prompt whose KV cache (every prompt token but the last) is held, as ``rows``
     copies, by ``forward(input_ids, attention_mask, position_ids) -> logits``; ``keep_rows(index)`` drops the cache
     rows not in ``index``. ``compiled``: xgrammar's compiled grammar, or None (free text). Returns ``(token ids, finish
-    reason)`` per row, the stop token included when the row stopped."""
+    reason)`` per row, the stop token included when the row stopped. ``clock``: where the time went."""
     import xgrammar as xgr
+
+    clock = clock or NO_CLOCK
+    clock.start()
 
     jump = JumpForward(tokenizer, token_texts, stop_ids, max_tokens, len(token_texts))
     past = len(prompt_ids) - 1
@@ -65,6 +107,7 @@ def decode(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
         jump(row)
     live = list(every)
     stop, mask = set(stop_ids), torch.ones(rows, past, dtype=torch.long, device=device)
+    clock.lap("setup")
     while live:
         if any(r.finish for r in live):                 # rows that ended leave the batch (and the cache)
             index = [i for i, r in enumerate(live) if r.finish is None]
@@ -73,10 +116,15 @@ def decode(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
             keep_rows(torch.tensor(index, dtype=torch.long, device=device))
             mask = mask[index]
             live = [live[i] for i in index]
+            clock.lap("cache")
         scores, mask = next_scores(forward, live, mask, compiled=compiled, pad_id=pad_id, guard=guard,
-                                   token_texts=token_texts, temperature=temperature, top_p=top_p, device=device)
-        for r, token in zip(live, sample(scores, temperature, top_p).tolist()):
+                                   token_texts=token_texts, temperature=temperature, top_p=top_p, device=device,
+                                   clock=clock)
+        tokens = sample(scores, temperature, top_p).tolist()
+        clock.lap("sample")
+        for r, token in zip(live, tokens):
             choose(r, token, jump, stop)
+        clock.lap("jump")
     return [(r.tokens, r.finish) for r in every]
 
 
@@ -99,13 +147,14 @@ def choose(row: Row, token: int, jump: JumpForward, stop: set[int]) -> None:
 
 def next_scores(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], live: Sequence[Row],
                 mask: torch.Tensor, *, compiled, pad_id: int, guard: Callable[[str], bool] | None,
-                token_texts: Sequence[str], temperature: float, top_p: float,
-                device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                token_texts: Sequence[str], temperature: float, top_p: float, device: Any,
+                clock: StepClock | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass for the rows in ``live`` (the cache's rows, in order), each fed its pending tokens, which
     advance its position: their next-token logits (float32, on the CPU) masked by each row's grammar and the prefix
     guard, and the attention ``mask`` grown by this pass's columns."""
     import xgrammar as xgr
 
+    clock = clock or NO_CLOCK
     width = max(len(r.pending) for r in live)
     input_ids = torch.full((len(live), width), pad_id, dtype=torch.long)
     fresh = torch.zeros((len(live), width), dtype=torch.long)
@@ -114,19 +163,25 @@ def next_scores(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], to
         fresh[i, :len(r.pending)] = 1
     positions = torch.tensor([r.position for r in live]).unsqueeze(1) + torch.arange(width)
     mask = torch.cat([mask, fresh.to(device)], dim=1)
-    logits = forward(input_ids.to(device), mask, positions.to(device))
+    input_ids, positions = input_ids.to(device), positions.to(device)
+    clock.lap("inputs")
+    logits = forward(input_ids, mask, positions)
+    clock.lap("forward")
     last = torch.tensor([len(r.pending) - 1 for r in live], device=logits.device)
     scores = logits[torch.arange(len(live), device=logits.device), last].float().cpu()
     for r in live:
         r.position += len(r.pending)
+    clock.lap("copy")
     if compiled is not None:
         bitmask = xgr.allocate_token_bitmask(len(live), scores.shape[-1])
         for i, r in enumerate(live):
             r.matcher.fill_next_token_bitmask(bitmask, i)
         xgr.apply_token_bitmask_inplace(scores, bitmask)
+    clock.lap("mask")
     if guard is not None:
         for i, r in enumerate(live):
             guard_logits(scores[i], r.text, guard, token_texts, temperature, top_p)
+        clock.lap("guard")
     return scores, mask
 
 

@@ -94,6 +94,7 @@ class TransformersBackend(BaseBackend):
         self._token_texts = [b.decode("utf-8", errors="replace") for b in info.decoded_vocab]
         self._compiled: collections.OrderedDict[str, Any] = collections.OrderedDict()   # LRU, COMPILED_CACHE entries
         self._prefixes = PrefixCache(prefix_cache)          # KV caches of the last prompts
+        self.clock = None       # a jump_forward.StepClock: where decoding's time goes (benchmarks/bench_decode.py)
 
     # -- constraints ------------------------------------------------------------------------------------------------
 
@@ -249,7 +250,7 @@ class TransformersBackend(BaseBackend):
 
         common = dict(compiled=compiled, tokenizer=self.tokenizer, token_texts=self._token_texts,
                       stop_ids=self.stop_ids, pad_id=self.pad_id, max_tokens=max_tokens, temperature=temperature,
-                      top_p=top_p, guard=guard, device=self.device)
+                      top_p=top_p, guard=guard, device=self.device, clock=self.clock)
         try:
             if distinct:
                 decoded = decode_distinct(forward, cache.batch_select_indices, ids, n, identity=identity, **common)
