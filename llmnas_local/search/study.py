@@ -15,6 +15,8 @@ already knows, and hands the rest to the evaluator. Proposers only read a :class
 - ``ask()`` may be called several times before the matching ``tell()``s, which may come in any order: evaluations can
   run in parallel (``run(..., workers=N)`` uses a thread pool; the training evaluator runs each trial in its own
   process). Sequence numbers are given in the order trials finish.
+- ``lookahead=L`` (one worker): ``run`` asks the proposer for the next proposals while an evaluation runs, exactly:
+  see :mod:`llmnas_local.search.pipeline`. It is part of the run id when L > 0 (it changes what is proposed).
 """
 from __future__ import annotations
 
@@ -41,6 +43,22 @@ class SearchStalled(RuntimeError):
 
 
 @dataclasses.dataclass
+class Verdict:
+    """A proposal that needs no evaluation and the record it gets. ``deferred``: a duplicate of a proposal that is not
+    recorded yet (lookahead); its record is written from that one's once it is."""
+
+    proposal: Proposal
+    status: TrialStatus
+    canonical: str | None = None
+    arch_hash: str | None = None
+    metrics: dict | None = None
+    error: str = ""
+    timings: dict | None = None
+    from_store: bool = False
+    deferred: bool = False
+
+
+@dataclasses.dataclass
 class PendingTrial:
     """A proposal that passed every check and waits for its evaluation."""
 
@@ -53,9 +71,12 @@ class PendingTrial:
     asked_at: float = dataclasses.field(default_factory=time.monotonic)
 
 
-def make_run_id(space: str, proposer: str, proposer_settings: dict, recipe_hash: str, seed: int) -> str:
-    """A run id that is a function of everything that defines the run, so the same command resumes the same run."""
-    factors = json.dumps([space, proposer, proposer_settings, recipe_hash, seed], sort_keys=True, default=str)
+def make_run_id(space: str, proposer: str, proposer_settings: dict, recipe_hash: str, seed: int,
+                lookahead: int = 0) -> str:
+    """A run id that is a function of everything that defines the run, so the same command resumes the same run.
+    A lookahead changes what is proposed: it is a factor when > 0 (runs without one keep their ids)."""
+    factors = [space, proposer, proposer_settings, recipe_hash, seed] + ([{"lookahead": lookahead}] if lookahead else [])
+    factors = json.dumps(factors, sort_keys=True, default=str)
     return f"{proposer}-s{seed}-{hashlib.sha256(factors.encode()).hexdigest()[:10]}"
 
 
@@ -63,14 +84,17 @@ class Search:
     """Wires a space, a proposer, an evaluator and a store into one resumable run."""
 
     def __init__(self, space: BaseSpace, proposer: BaseProposer, evaluator: BaseEvaluator, store: BaseStore,
-                 *, seed: int = 0, run_id: str | None = None, max_stall: int = 200, max_proposer_errors: int = 3):
+                 *, seed: int = 0, run_id: str | None = None, max_stall: int = 200, max_proposer_errors: int = 3,
+                 lookahead: int = 0):
+        if lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0, not {lookahead}")
         self.space, self.proposer, self.evaluator, self.store = space, proposer, evaluator, store
-        self.seed = seed
+        self.seed, self.lookahead = seed, lookahead
         self.max_stall, self.max_proposer_errors = max_stall, max_proposer_errors
         self._proposer_errors = 0
         self.recipe_hash = evaluator.recipe_hash()
         settings = proposer.settings()
-        self.run_id = run_id or make_run_id(space.name, proposer.name, settings, self.recipe_hash, seed)
+        self.run_id = run_id or make_run_id(space.name, proposer.name, settings, self.recipe_hash, seed, lookahead)
         store.lock_run(self.run_id)           # a second writer of the run is refused now, not after its first training
         run = store.get_run(self.run_id)
         if run is None:
@@ -124,15 +148,17 @@ class Search:
             if pending is not None:
                 self._pending[pending.arch_hash] = pending
                 return pending
-        while budget is None or self._n_evaluated + self._new_pending() < budget:
-            evaluated_before = self._n_evaluated
-            proposal = self._next_proposal()
-            pending = self._triage(proposal) if proposal is not None else None
-            if pending is not None:
+        while budget is None or self._counted() < budget:
+            evaluated_before = self._counted()
+            item = self._next_proposal()
+            if isinstance(item, Proposal):
+                item = self._triage(item)
+            if isinstance(item, PendingTrial):
                 self._stall = 0
-                self._pending[pending.arch_hash] = pending
-                return pending
-            if self._n_evaluated > evaluated_before:   # answered by another run's stored evaluation: progress
+                self._pending[item.arch_hash] = item
+                return item
+            self._emit(item)
+            if self._counted() > evaluated_before:   # answered by another run's stored evaluation: progress
                 self._stall = 0
                 continue
             self._stall += 1
@@ -168,7 +194,12 @@ class Search:
         """
         self._callback = callback
         try:
-            if workers <= 1:
+            if self.lookahead and workers > 1:
+                raise ValueError("a lookahead needs one worker (with more, the loop proposes while they train)")
+            if self.lookahead:
+                from llmnas_local.search.pipeline import LookaheadLoop
+                LookaheadLoop(self).run(budget)
+            elif workers <= 1:
                 while (pending := self.ask(budget)) is not None:
                     self.tell(pending, self.evaluate(pending))
             else:
@@ -199,24 +230,53 @@ class Search:
 
     # -- internals ------------------------------------------------------------------------------------------------------
     _callback: Callable[["Search", TrialRecord], None] | None = None
+    _window: Any = None       # the lookahead loop while it runs (pipeline.LookaheadLoop): the hooks below ask it
 
-    def _next_proposal(self) -> Proposal | None:
+    def _counted(self) -> int:
+        """What the budget counts: distinct evaluations done, in flight, and answered but not yet recorded."""
+        held = self._window.answers() if self._window is not None else 0
+        return self._n_evaluated + self._new_pending() + held
+
+    def _emit(self, verdict: Verdict) -> None:
+        """Record a proposal that needs no evaluation (a lookahead records it in its turn)."""
+        if self._window is not None:
+            self._window.hold(verdict)
+        else:
+            self._record_verdict(verdict)
+
+    def _record_verdict(self, v: Verdict) -> TrialRecord:
+        if v.deferred:
+            return self._record_verdict(self._duplicate(v.proposal, v.canonical, v.arch_hash,
+                                                        self.history.known(v.arch_hash)))
+        return self._record(v.proposal, v.status, v.canonical, v.arch_hash, metrics=v.metrics, error=v.error,
+                            timings=v.timings, from_store=v.from_store)
+
+    @staticmethod
+    def _duplicate(proposal: Proposal, canonical: str, arch_hash: str, known: TrialRecord) -> Verdict:
+        return Verdict(proposal, TrialStatus.DUPLICATE, canonical, arch_hash, metrics=dict(known.metrics),
+                       error=f"already evaluated in this run as trial {known.seq} ({known.status.name.lower()})")
+
+    def _next_proposal(self) -> Proposal | Verdict:
         """The next queued proposal, calling the proposer when the queue is empty. A proposer that raises (an LLM
-        server that died and could not be restarted...) is recorded as an invalid trial and the search goes on, until
+        server that died and could not be restarted...) gives an invalid trial and the search goes on, until
         ``max_proposer_errors`` calls in a row have failed."""
         if not self._queue:
-            # Seeded by (trials so far, trials in flight): a resumed run draws what the original would have drawn.
-            rng = random.Random(f"{self.seed}:{len(self.history)}:{len(self._pending)}")
+            # Seeded by (the proposal's position, evaluations in flight): a resumed run draws what the original would
+            # have drawn. A lookahead shows the proposer the history without the evaluations in flight.
+            if self._window is not None:
+                history, position, in_flight = self._window.view()
+            else:
+                history, position, in_flight = self.history, len(self.history), len(self._pending)
+            rng = random.Random(f"{self.seed}:{position}:{in_flight}")
             t0 = time.perf_counter()
             try:
-                proposals = self.proposer.propose(self.history, 1, rng)
+                proposals = self.proposer.propose(history, 1, rng)
             except Exception as e:
                 self._proposer_errors += 1
                 reason = f"proposer error: {type(e).__name__}: {_one_line(e)}"
                 if self._proposer_errors >= self.max_proposer_errors:
                     raise SearchStalled(f"{self._proposer_errors} proposer calls in a row failed; last: {reason}") from e
-                self._record(Proposal(""), TrialStatus.INVALID, None, None, error=reason)
-                return None
+                return Verdict(Proposal(""), TrialStatus.INVALID, error=reason)
             self._proposer_errors = 0
             elapsed = time.perf_counter() - t0
             if not proposals:
@@ -255,39 +315,34 @@ class Search:
         return PendingTrial(Proposal(trial.raw, parent_hash=trial.parent_hash), spec, trial.canonical,
                             trial.arch_hash, metrics, time.perf_counter() - t0)
 
-    def _triage(self, proposal: Proposal) -> PendingTrial | None:
-        """Parse, hash and check a proposal; record it and return None unless it needs an evaluation."""
+    def _triage(self, proposal: Proposal) -> PendingTrial | Verdict:
+        """Parse, hash and check a proposal: the evaluation it needs, or the record it gets instead."""
         try:
             spec = self.space.parse(proposal.text)
         except DslError as e:
-            self._record(proposal, TrialStatus.INVALID, None, None, error=f"parse error {e}")
-            return None
+            return Verdict(proposal, TrialStatus.INVALID, error=f"parse error {e}")
         canonical = self.space.canonical(spec)
         arch_hash = self.space.hash_canonical(canonical)
         known = self.history.known(arch_hash)
         if known is not None and not self._retry_due(known):
-            self._record(proposal, TrialStatus.DUPLICATE, canonical, arch_hash, metrics=dict(known.metrics),
-                         error=f"already evaluated in this run as trial {known.seq} ({known.status.name.lower()})")
-            return None
+            return self._duplicate(proposal, canonical, arch_hash, known)
+        if self._window is not None and self._window.holds(arch_hash):
+            return Verdict(proposal, TrialStatus.DUPLICATE, canonical, arch_hash, deferred=True)
         if arch_hash in self._pending:
-            self._record(proposal, TrialStatus.DUPLICATE, canonical, arch_hash, error="already being evaluated")
-            return None
+            return Verdict(proposal, TrialStatus.DUPLICATE, canonical, arch_hash, error="already being evaluated")
         stored = self.store.get_outcome(arch_hash, self.recipe_hash) if known is None else None
         if stored is not None and not (stored.transient and
                                        self.evaluator.retryable(stored, self._attempts(arch_hash))):
-            self._record(proposal, stored.status, canonical, arch_hash, metrics=dict(stored.metrics),
-                         error=stored.error, timings=dict(stored.timings), from_store=True)
-            return None
+            return Verdict(proposal, stored.status, canonical, arch_hash, metrics=dict(stored.metrics),
+                           error=stored.error, timings=dict(stored.timings), from_store=True)
         t0 = time.perf_counter()
         try:
             metrics = self.evaluator.precheck(self.space, spec)
         except SemanticError as e:
-            self._record(proposal, TrialStatus.INVALID, canonical, arch_hash, error=f"rejected: {e}")
-            return None
+            return Verdict(proposal, TrialStatus.INVALID, canonical, arch_hash, error=f"rejected: {e}")
         except Exception as e:  # a builder bug must not stop a days-long search: record it as the proposal's fault
-            self._record(proposal, TrialStatus.INVALID, canonical, arch_hash,
-                         error=f"build error: {type(e).__name__}: {_one_line(e)}")
-            return None
+            return Verdict(proposal, TrialStatus.INVALID, canonical, arch_hash,
+                           error=f"build error: {type(e).__name__}: {_one_line(e)}")
         return PendingTrial(proposal, spec, canonical, arch_hash, metrics, time.perf_counter() - t0)
 
     def _record(self, proposal: Proposal, status: TrialStatus, canonical: str | None, arch_hash: str | None, *,
