@@ -56,6 +56,42 @@ def _cuda_available() -> bool:
         return Path("/dev/nvidiactl").exists()
 
 
+KV_SEQUENCES = 8          # sequences of max_model_len whose KV cache the default share holds (a call's candidates)
+SHARE_OVERHEAD_GIB = 3.0  # activations, CUDA graphs, sampler buffers, the CUDA context
+SHARE_BOUNDS = (0.05, 0.9)
+_DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
+
+
+def memory_share(folder: Path, max_model_len: int, dtype: str = "auto", device: str = "cuda",
+                 total_gib: float | None = None) -> float:
+    """The ``gpu_memory_utilization`` a model folder needs: its weights (the safetensors files' size, x 1.1) plus the
+    KV cache of ``KV_SEQUENCES`` sequences of ``max_model_len`` tokens plus ``SHARE_OVERHEAD_GIB``, over the GPU's
+    memory (``total_gib``, else read with :func:`llmnas_local.gpu.query_gpu`), within ``SHARE_BOUNDS``. The rest of
+    the GPU is left to the trainings. 0.9 (vLLM's own default) when the GPU or the model's shape cannot be read."""
+    import json
+
+    from llmnas_local.gpu import query_gpu
+
+    if total_gib is None:
+        stats = query_gpu(device) if device.startswith("cuda") else None
+        total_gib = stats.mem_total_mb / 1024 if stats else None
+    try:
+        cfg = json.loads((Path(folder) / "config.json").read_text())
+        cfg = cfg.get("text_config", cfg)
+        heads = cfg["num_attention_heads"]
+        head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+        width = 2 * cfg["num_hidden_layers"] * cfg.get("num_key_value_heads", heads) * head_dim
+        stored = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+        return SHARE_BOUNDS[1]
+    if not total_gib:
+        return SHARE_BOUNDS[1]
+    kv_bytes = width * _DTYPE_BYTES.get(stored if dtype == "auto" else dtype, 2) * max_model_len * KV_SEQUENCES
+    weights = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors"))
+    need_gib = (1.1 * weights + kv_bytes) / 2**30 + SHARE_OVERHEAD_GIB
+    return round(min(SHARE_BOUNDS[1], max(SHARE_BOUNDS[0], need_gib / total_gib)), 3)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -65,7 +101,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 class VllmServerBackend(BaseBackend):
     """``model``: a registry name or a local HF folder. ``device``: "auto" (cuda when visible), "cpu" or "cuda".
 
-    ``max_model_len``/``gpu_memory_utilization``/``dtype`` go to vLLM as they are; ``enforce_eager`` (default on CPU)
+    ``max_model_len``/``gpu_memory_utilization``/``dtype`` go to vLLM as they are; ``gpu_memory_utilization`` None
+    (the default) is the share the model needs (:func:`memory_share`), leaving the rest of the GPU to the search's
+    trainings; ``enforce_eager`` (default on CPU)
     skips torch.compile, which costs minutes of C++ compilation at each fresh CPU start for little gain on small
     models. ``extra_args`` are appended to the command line, ``env`` to the child's environment.
     """
@@ -73,7 +111,7 @@ class VllmServerBackend(BaseBackend):
     name = "vllm"
 
     def __init__(self, model: str | os.PathLike = EMBEDDED, *, python: str | None = None, device: str = "auto",
-                 max_model_len: int = 4096, gpu_memory_utilization: float = 0.9, dtype: str = "auto",
+                 max_model_len: int = 4096, gpu_memory_utilization: float | None = None, dtype: str = "auto",
                  enforce_eager: bool | None = None, seed: int = 0, served_model_name: str | None = None,
                  extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
                  startup_timeout_s: float = 900.0, request_timeout_s: float = 600.0,
@@ -86,6 +124,8 @@ class VllmServerBackend(BaseBackend):
         self.python = python or default_vllm_python()
         self.device = ("cuda" if _cuda_available() else "cpu") if device == "auto" else device
         self.served_model_name = served_model_name or (str(model) if not Path(str(model)).exists() else folder.name)
+        if gpu_memory_utilization is None:
+            gpu_memory_utilization = memory_share(folder, int(max_model_len), dtype, self.device)
         self.settings = dict(max_model_len=int(max_model_len), gpu_memory_utilization=float(gpu_memory_utilization),
                              dtype=dtype, seed=int(seed),
                              enforce_eager=self.device == "cpu" if enforce_eager is None else bool(enforce_eager))
