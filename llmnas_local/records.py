@@ -199,3 +199,36 @@ class RunRecord:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "RunRecord":
         return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinalRecord:
+    """A full training of one architecture (``llmnas train``), written once when it finishes; stored under
+    ``(arch_hash, recipe_hash)`` beside the trials, so ``top`` and ``show`` find it by the architecture.
+
+    ``metrics``: ``val_acc`` of the best epoch (selection is on validation), ``test_acc`` of that epoch's weights
+    (measured once, at the end), ``params_m``, ``flops_m``, ``train_s``, ``train_loss`` (the best epoch's). ``recipe``:
+    the training settings and the data (by fingerprint and split) with the normalisation the weights expect.
+    ``weights``: the best epoch's weights (a safetensors file) relative to the store directory, and their sha256."""
+
+    arch_hash: str
+    recipe_hash: str
+    space: str
+    canonical: str
+    run_id: str                       # the search run whose trial chose the architecture
+    trial_recipe_hash: str            # the proxy recipe that scored it there
+    recipe: dict[str, Any]
+    metrics: dict[str, float]
+    best_epoch: int                   # 1-based
+    history: list[dict[str, float]]   # per epoch: epoch, train_loss, val_acc, epoch_s
+    weights: str
+    weights_sha256: str
+    code_version: str
+    created_at: float = dataclasses.field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "FinalRecord":
+        return cls(**d)

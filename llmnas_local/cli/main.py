@@ -11,9 +11,12 @@ import click
 
 from llmnas_local.cli.bench_cmd import bench
 from llmnas_local.cli.dsl_cmd import dsl
+from llmnas_local.cli.export_cmd import export_model
 from llmnas_local.cli.models_cmd import models
+from llmnas_local.cli.report_cmd import report
 from llmnas_local.cli.search_cmd import search
 from llmnas_local.cli.store_cmd import export, show, store_group, top
+from llmnas_local.cli.train_cmd import train
 
 
 class _Cli(click.Group):
@@ -58,7 +61,7 @@ def _terminate_like_ctrl_c(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-for command in (dsl, search, top, show, export, store_group, models, bench):
+for command in (dsl, search, top, show, export, store_group, models, bench, train, export_model, report):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ Contract
   is not transient (``Outcome.transient``: a time-out, a killed worker). A transient outcome is replaced by the next
   evaluation's (a trial answered from the store, ``from_store``, replaces nothing).
 - ``forget_outcomes(statuses)`` deletes stored outcomes (never trials), so that they are evaluated again.
+- Final trainings (:class:`FinalRecord`, ``llmnas train``) are keyed by ``(arch_hash, recipe_hash)``: ``put_final``
+  writes one durably and refuses a key that exists (they are immutable too); ``finals(arch_hash)`` lists those of one
+  architecture, ``finals()`` every one, oldest first. A store written before they existed reads as holding none.
 - Finished records are immutable. Writing a trial whose ``(run_id, seq)`` exists raises :class:`StoreError`.
 - Sequence numbers of a run are dense: a run's trials are ``0 .. num_trials(run_id) - 1``, iterated in that order.
 - One writer per run: ``lock_run(run_id)`` holds a run for the instance until ``close()`` and refuses a second writer
@@ -25,7 +28,7 @@ import abc
 import hashlib
 from typing import Iterable, Iterator
 
-from llmnas_local.records import Outcome, RunRecord, TrialRecord, TrialStatus
+from llmnas_local.records import FinalRecord, Outcome, RunRecord, TrialRecord, TrialStatus
 
 FORMAT_VERSION = 1
 
@@ -82,6 +85,15 @@ class BaseStore(abc.ABC):
     @abc.abstractmethod
     def forget_outcomes(self, statuses: Iterable[TrialStatus]) -> int:
         """Delete the outcomes whose status is one of ``statuses``; trials stay. Returns how many were deleted."""
+
+    # -- final trainings -------------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def put_final(self, final: FinalRecord) -> None:
+        """Durably write a final training. Raises StoreError if one exists under its (arch_hash, recipe_hash)."""
+
+    @abc.abstractmethod
+    def finals(self, arch_hash: str | None = None) -> list[FinalRecord]:
+        """The final trainings of ``arch_hash`` (every one when None), oldest first."""
 
     # -- writers ----------------------------------------------------------------------------------------------------
     def lock_run(self, run_id: str) -> None:

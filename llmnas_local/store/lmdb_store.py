@@ -8,6 +8,8 @@ Layout (named databases of one environment; every value is JSON, every key bytes
     arch_index  arch_hash \\0 trial_no(8-byte BE) -> trials key        (oldest first across runs)
     outcomes    arch_hash \\0 recipe_hash -> Outcome JSON              (first one wins, never overwritten)
     texts       sha256 hex -> UTF-8 text
+    finals      arch_hash \\0 recipe_hash -> FinalRecord JSON          (``llmnas train``; created on first use, so a
+                                                                      store written before it stays format 1)
 
 Every write is one transaction committed with fsync (``sync=True``). The map starts at ``map_size`` and doubles on
 ``MapFullError``; a process whose map is smaller than the file adopts the new size on ``MapResizedError``. Reads use
@@ -36,7 +38,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 
 import lmdb
 
-from llmnas_local.records import LLMCall, Outcome, RunRecord, TrialRecord, TrialStatus
+from llmnas_local.records import FinalRecord, LLMCall, Outcome, RunRecord, TrialRecord, TrialStatus
 from llmnas_local.store.base import (FORMAT_VERSION, BaseStore, StoreError, StoreFullError, stores_outcome,
                                      text_hash)
 
@@ -44,6 +46,7 @@ T = TypeVar("T")
 
 KIND = b"llmnas_local.store"
 _DBS = (b"meta", b"runs", b"trials", b"arch_index", b"outcomes", b"texts")
+_FINALS = b"finals"            # optional: stores written before final trainings lack it
 _U64 = struct.Struct(">Q")
 _SEP = b"\x00"
 _MAX_KEY = 511                 # LMDB's default maximum key size
@@ -256,6 +259,7 @@ class LmdbStore(BaseStore):
             raise
         self._env = env
         self._meta, self._runs, self._trials, self._arch, self._outcomes, self._texts = self._dbs
+        self._finals = None            # opened on first use (see _finals_db)
 
     # -- opening ------------------------------------------------------------------------------------------------------
     def _check_path(self) -> bool:
@@ -570,6 +574,45 @@ class LmdbStore(BaseStore):
                 txn.delete(k, db=self._outcomes)
             return len(doomed)
         return self._write(forget)
+
+    # -- final trainings -------------------------------------------------------------------------------------------------
+    def _finals_db(self, create: bool):
+        """The finals database; None while it does not exist and ``create`` is false (a store written before it)."""
+        if self._finals is None:
+            if self._has_db(self.env, _FINALS):
+                self._finals = self.env.open_db(_FINALS, create=False)
+            elif create:
+                self._finals = self._write(lambda txn: self.env.open_db(_FINALS, txn=txn, create=True))
+        return self._finals
+
+    def put_final(self, final: FinalRecord) -> None:
+        key = outcome_key(final.arch_hash, final.recipe_hash)
+        value = _dumps(final.to_json())
+        db = self._finals_db(create=True)
+
+        def put(txn: lmdb.Transaction) -> None:
+            if not txn.put(key, value, overwrite=False, db=db):
+                raise StoreError(f"a final training of {final.arch_hash[:12]} with recipe {final.recipe_hash[:12]} "
+                                 f"exists in {self.path}; final trainings are immutable")
+        self._write(put)
+
+    def finals(self, arch_hash: str | None = None) -> list[FinalRecord]:
+        db = self._finals_db(create=False)
+        if db is None:
+            return []
+        prefix = b"" if arch_hash is None else _key_part(arch_hash, "arch hash") + _SEP
+
+        def read(txn: lmdb.Transaction) -> list[bytes]:
+            cur = txn.cursor(db=db)
+            if not cur.set_range(prefix):
+                return []
+            return [bytes(v) for k, v in cur.iternext() if k.startswith(prefix)]
+        raws = self._read(read)
+        try:
+            out = [FinalRecord.from_json(_loads(r)) for r in raws]
+        except (ValueError, TypeError, KeyError) as e:
+            raise self._damaged(e) from None
+        return sorted(out, key=lambda f: f.created_at)
 
     # -- texts ----------------------------------------------------------------------------------------------------------
     def put_text(self, text: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Iterable, Iterator
 
-from llmnas_local.records import Outcome, RunRecord, TrialRecord, TrialStatus
+from llmnas_local.records import FinalRecord, Outcome, RunRecord, TrialRecord, TrialStatus
 from llmnas_local.store.base import BaseStore, StoreError, stores_outcome, text_hash
 
 
@@ -25,6 +25,7 @@ class MemoryStore(BaseStore):
         self._arch: dict[str, list[tuple[str, int]]] = {}            # arch_hash -> (run_id, seq), oldest first
         self._outcomes: dict[tuple[str, str], bytes] = {}
         self._texts: dict[str, str] = {}
+        self._finals: dict[tuple[str, str], bytes] = {}
         self._closed = False
 
     def _check_open(self) -> None:
@@ -97,6 +98,21 @@ class MemoryStore(BaseStore):
         for k in doomed:
             del self._outcomes[k]
         return len(doomed)
+
+    # -- final trainings -------------------------------------------------------------------------------------------------
+    def put_final(self, final: FinalRecord) -> None:
+        self._check_open()
+        key = (final.arch_hash, final.recipe_hash)
+        if key in self._finals:
+            raise StoreError(f"a final training of {final.arch_hash[:12]} with recipe {final.recipe_hash[:12]} "
+                             f"exists in the memory store; final trainings are immutable")
+        self._finals[key] = _dumps(final.to_json())
+
+    def finals(self, arch_hash: str | None = None) -> list[FinalRecord]:
+        self._check_open()
+        out = [FinalRecord.from_json(json.loads(raw)) for (a, _), raw in self._finals.items()
+               if arch_hash is None or a == arch_hash]
+        return sorted(out, key=lambda f: f.created_at)
 
     # -- texts ----------------------------------------------------------------------------------------------------------
     def put_text(self, text: str) -> str:

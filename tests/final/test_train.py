@@ -1,0 +1,98 @@
+"""Final training on real data (sklearn's digits): a training killed with SIGKILL resumes from its last checkpoint
+and ends exactly where an uninterrupted one does; the result is stored with the architecture."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from llmnas_local.final import FinalConfig, train_final
+from llmnas_local.records import TEST_ACC, VAL_ACC
+from llmnas_local.store import LmdbStore
+
+from .conftest import fill_store
+
+EPOCHS = 8
+ARGS = ("--epochs", str(EPOCHS), "--batch-size", "32")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llmnas_local.cli.main", *args]
+
+
+def _comparable(final):
+    """What must not change when a training is resumed: everything but wall times and creation time."""
+    history = [{k: v for k, v in h.items() if k != "epoch_s"} for h in final.history]
+    metrics = {k: v for k, v in final.metrics.items() if k != "train_s"}
+    return history, metrics, final.best_epoch, final.weights_sha256, final.recipe_hash
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_ends_like_an_uninterrupted_training(digits_store, tmp_path):
+    path, hashes = digits_store
+    killed = subprocess.Popen(_cli("train", str(path), "--best", *ARGS), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(path.glob("finals/*/checkpoint.pt")):
+        assert killed.poll() is None, killed.communicate()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.01)
+    os.kill(killed.pid, signal.SIGKILL)
+    _, err = killed.communicate()
+    assert killed.returncode == -signal.SIGKILL
+    assert "epoch 1/8" in err and "done:" not in err            # killed after one epoch, before the end
+    with LmdbStore(path, readonly=True) as st:
+        assert st.finals() == []
+
+    resumed = subprocess.run(_cli("train", str(path), hashes["small"][:10], *ARGS),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from the checkpoint of epoch" in resumed.stderr
+    assert "final: val_acc" in resumed.stdout
+    assert not list(path.glob("finals/*/checkpoint.pt"))       # the checkpoint is gone once the result is stored
+
+    with LmdbStore(tmp_path / "uninterrupted") as st:
+        fill_store(st)
+        whole = train_final(st, best=True, config=FinalConfig(epochs=EPOCHS, batch_size=32))
+    with LmdbStore(path, readonly=True) as st:
+        [final] = st.finals(hashes["small"])
+    assert _comparable(final) == _comparable(whole)
+    assert final.arch_hash == hashes["small"] and len(final.history) == EPOCHS
+    assert final.history[final.best_epoch - 1][VAL_ACC] == final.metrics[VAL_ACC] == max(
+        h[VAL_ACC] for h in final.history)                        # selected on validation
+    assert final.metrics[VAL_ACC] > 50 and final.metrics[TEST_ACC] > 50    # it learned (10 classes: chance is 10)
+    assert final.recipe["data"]["num_train"] == 1294            # the whole training split, not a proxy's subset
+    assert (path / final.weights).is_file()
+
+    again = subprocess.run(_cli("train", str(path), "--best", *ARGS), capture_output=True,
+                           text=True, timeout=120)
+    assert again.returncode == 0 and "already trained with this recipe" in again.stderr
+
+
+@pytest.mark.slow
+def test_progress_lines_and_data_check(digits_store, tmp_path):
+    path, hashes = digits_store
+    lines: list[str] = []
+    with LmdbStore(path) as st:
+        with pytest.raises(ValueError, match="is not the data run random-s0-test was scored on"):
+            train_final(st, best=True, data=str(_npz(tmp_path)), config=FinalConfig(epochs=1))
+        final = train_final(st, hashes["other"][:8], data="digits", config=FinalConfig(epochs=2, augment="none"),
+                            log=lines.append)
+    assert final.arch_hash == hashes["other"] and final.recipe["augment"] == "none"
+    epochs = [ln for ln in lines if ln.startswith("epoch ")]
+    assert len(epochs) == 2 and all("val_acc" in ln and "ETA" in ln and "loss" in ln for ln in epochs)
+    assert lines[-1].startswith("done: val_acc")
+
+
+def _npz(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "other.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (40, 16, 16), dtype=np.uint8), y_train=np.arange(40) % 10,
+             x_test=rng.integers(0, 255, (10, 16, 16), dtype=np.uint8), y_test=np.arange(10))
+    return path
