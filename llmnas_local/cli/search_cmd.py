@@ -60,6 +60,10 @@ DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
 @click.option("--workers", default="1", show_default=True, callback=lambda ctx, param, v: _parse_workers(v),
               help="Evaluations in parallel, or auto: on a GPU as many trainings as its free memory holds at their "
                    "measured peaks, on the CPU one per 2 cores (1 on 2 cores); the choice is printed.")
+@click.option("--lookahead", default=None, type=click.IntRange(min=0),
+              help="Proposals made ahead while a training runs (one worker): a trial then takes about max(propose, "
+                   "train), not their sum. Exact on resume; the proposer does not see the last N evaluations, so N > 0 "
+                   "is part of the run id [default: 1 with an LLM proposer on cnn and one worker, else 0].")
 @click.option("--population", default=10, show_default=True, help="evolution, llm-evo, llm-edit: population size.")
 @click.option("--tournament", default=3, show_default=True, help="evolution, llm-evo, llm-edit: tournament size.")
 @click.option("--edit-choice", type=click.Choice(["calibrated", "sample"]), default="calibrated", show_default=True,
@@ -104,7 +108,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
            memory_window: int | None, elites: int, improver: bool, distinct: bool, temperature: float | None,
            quiet: bool, val_column: str | None = None, test_column: str | None = None,
            params_column: str | None = None, flops_column: str | None = None, num_classes: int | None = None,
-           llm_timeout: float | None = None) -> None:
+           llm_timeout: float | None = None, lookahead: int | None = None) -> None:
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
     from llmnas_local.llm import BackendSpec
@@ -115,6 +119,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
 
     sp = get_space(space)
     proposer = proposer or DEFAULT_PROPOSER.get(space, "llm")
+    lookahead = _lookahead(lookahead, workers, proposer in LLM_PROPOSERS and not sp.tabular)
     evaluator = _create_evaluator(sp, data=data, table=table, preset=preset, train_seed=train_seed, epochs=epochs,
                                   lr=lr, batch_size=batch_size, input_size=input_size, train_size=train_size,
                                   val_size=val_size, test_size=test_size, max_params_m=max_params_m,
@@ -143,9 +148,11 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
                 settings["distinct"] = True
         if not quiet:
             click.echo(f"loading {model} on the {llm_backend} backend...", err=True)
+    if lookahead:
+        _share_cores(evaluator, proposer in LLM_PROPOSERS and llm_backend == "transformers")
     prop = create_proposer(proposer, **settings)
     with open_store(store) as st:
-        study = Search(sp, prop, evaluator, st, seed=seed, run_id=run_id)
+        study = Search(sp, prop, evaluator, st, seed=seed, run_id=run_id, lookahead=lookahead)
         done = study.num_evaluated
         if done:
             click.echo(f"resuming run {study.run_id}: {done} evaluations already in {store}", err=True)
@@ -237,6 +244,30 @@ def _auto_workers(evaluator, store, study, llm_in_process: bool, quiet: bool) ->
     if not quiet:
         click.echo(why, err=True)
     return workers
+
+
+def _lookahead(lookahead: int | None, workers: int | str, llm_trains: bool) -> int:
+    """``--lookahead``: by default 1 where proposing and training both take time (an LLM proposer, trainings) and
+    one worker runs them, else 0; more workers already propose while others train."""
+    if lookahead is None:
+        return 1 if llm_trains and workers == 1 else 0
+    if lookahead and workers != 1:
+        raise UserError(f"--lookahead {lookahead} needs --workers 1 (with more workers the search already proposes "
+                        f"while trainings run)")
+    return lookahead
+
+
+def _share_cores(evaluator, llm_in_process: bool) -> None:
+    """With a lookahead the in-process LLM decodes while a training runs: half the cores each, not both all of them."""
+    import os
+
+    half = max(1, (os.cpu_count() or 1) // 2)
+    if hasattr(evaluator, "threads") and evaluator.threads is None:
+        evaluator.threads = half
+    if llm_in_process:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - half))
 
 
 def _threads_per_worker(workers: int) -> int | None:
