@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from llmnas_local.records import VAL_ACC, FinalRecord, RunRecord, TrialRecord, TrialStatus
+from llmnas_local.records import EVAL_S, PROPOSE_S, VAL_ACC, FinalRecord, RunRecord, TrialRecord, TrialStatus
 from llmnas_local.store.base import BaseStore
 
 
@@ -39,6 +39,7 @@ class ReportData:
     archs: list[TrialRecord]                    # distinct completed architectures, each by its best trial, best first
     finals: dict[str, list[FinalRecord]]        # arch_hash -> its final trainings
     calls: list[Call]
+    llm: dict[str, float]                       # totals over the LLM-proposed trials (see llm_totals); {} if none
 
     @property
     def counts(self) -> dict[str, int]:
@@ -57,7 +58,7 @@ def collect(store: BaseStore, run_id: str | None = None) -> ReportData:
     if run_id is not None and not runs:
         raise ValueError(f"no run {run_id!r} in the store (runs: "
                          f"{', '.join(r.run_id for r in store.list_runs()) or 'none'})")
-    summaries, best, calls = [], {}, []
+    summaries, best, calls, llm_trials = [], {}, [], []
     for run in runs:
         trials = list(store.trials(run.run_id))
         s = summarize_run(run.run_id, run.seed, run.run_id, trials, max_budget=len(trials) + 1)
@@ -66,13 +67,31 @@ def collect(store: BaseStore, run_id: str | None = None) -> ReportData:
             if t.status is TrialStatus.COMPLETE and VAL_ACC in t.metrics and t.arch_hash:
                 if t.arch_hash not in best or t.metrics[VAL_ACC] > best[t.arch_hash].metrics[VAL_ACC]:
                     best[t.arch_hash] = t
+        llm_trials += [t for t in trials if t.llm is not None]
         calls += _calls(run.run_id, [t for t in trials if t.llm is not None], _call_key)
     archs = sorted(best.values(), key=lambda t: (-t.metrics[VAL_ACC], t.run_id, t.seq))
     finals: dict[str, list[FinalRecord]] = {}
     for f in store.finals():
         if f.arch_hash in best:
             finals.setdefault(f.arch_hash, []).append(f)
-    return ReportData(summaries, archs, finals, calls)
+    return ReportData(summaries, archs, finals, calls, llm_totals(llm_trials) if llm_trials else {})
+
+
+def llm_totals(trials: list[TrialRecord]) -> dict[str, float]:
+    """What the LLM's proposals came to: how many finished and parsed, were rejected on meaning or repeated, the tokens
+    generated per proposal, how many were decoded under the prefix guard, and the seconds spent proposing against
+    evaluating (the evaluations of these trials; answers from the store cost none)."""
+    finished = [t for t in trials if t.llm.finish_reason == "stop"]
+    return {
+        "proposals": len(trials), "finished": len(finished),
+        "parsed": sum(t.canonical is not None for t in finished),
+        "rejected": sum(t.status is TrialStatus.INVALID and t.error.startswith("rejected") for t in trials),
+        "duplicates": sum(t.status is TrialStatus.DUPLICATE for t in trials),
+        "tokens_per_proposal": sum(t.llm.tokens_out for t in trials) / len(trials),
+        "prefix_guard": sum(bool(t.llm.prefix_guard) for t in trials),
+        "propose_s": sum(t.timings.get(PROPOSE_S, 0.0) for t in trials),
+        "eval_s": sum(t.timings.get(EVAL_S, 0.0) for t in trials if not t.from_store),
+    }
 
 
 def _calls(run_id: str, trials: list[TrialRecord], key) -> list[Call]:

@@ -65,6 +65,16 @@ def _calls_table(data: ReportData) -> str:
             "<th class=t>outcomes</th><th class=t>diagnosis</th></tr>" + "".join(rows) + "</table>")
 
 
+def _llm_summary(llm: dict[str, float]) -> str:
+    n, total = int(llm["proposals"]), llm["propose_s"] + llm["eval_s"]
+    share = (f"; wall time proposing {llm['propose_s']:.0f} s ({100 * llm['propose_s'] / total:.0f}%), evaluating "
+             f"{llm['eval_s']:.0f} s" if total > 0 else "")
+    return (f"<p>{n} proposals; finished completions that parse: {int(llm['parsed'])}/{int(llm['finished'])}; "
+            f"cut off: {n - int(llm['finished'])}; rejected on meaning: {int(llm['rejected'])}; repeats (never "
+            f"trained again): {int(llm['duplicates'])}; {llm['tokens_per_proposal']:.1f} generated tokens per "
+            f"proposal; decoded under the prefix guard: {int(llm['prefix_guard'])}/{n}{share}.</p>")
+
+
 def render_page(data: ReportData, figures: dict[str, Path], title: str, source: str) -> str:
     """The page's HTML. ``figures``: name -> PNG (best, pareto, outcomes and, with LLM calls, llm)."""
     counts = data.counts
@@ -85,8 +95,8 @@ def render_page(data: ReportData, figures: dict[str, Path], title: str, source: 
         _img(figures["outcomes"], "outcomes by status"),
     ]
     if "llm" in figures:
-        parts += ["<h2>The LLM's calls</h2>", _img(figures["llm"], "LLM calls: tokens and seconds"),
-                  _calls_table(data)]
+        parts += ["<h2>The LLM's calls</h2>", _llm_summary(data.llm),
+                  _img(figures["llm"], "LLM calls: tokens and seconds"), _calls_table(data)]
     parts += [f"<h2>Leaderboard</h2><p class=note>The best {LEADERBOARD_ROWS} distinct architectures by validation "
               "accuracy (of the search's proxy training); final: <code>llmnas train</code>, its best epoch by "
               "validation.</p>", _leaderboard(data), "</body></html>"]

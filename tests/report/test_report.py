@@ -60,6 +60,7 @@ def test_page_content(tmp_path):
     assert "97.25" in text and "96.75" in text                                          # the final training
     assert "too shallow &lt;0&gt;" in text                                              # diagnoses, escaped
     assert "complete 9, invalid 1, failed 1" in text
+    assert "12 proposals;" in text and "repeats (never trained again): 1" in text
 
 
 def _chromium() -> str:
