@@ -1,9 +1,10 @@
 """The GPU check of issue 15: one prepared script that prints every GPU figure, in under 8 minutes on an offline GPU
 machine, and that runs on the CPU with tiny budgets (``--tiny``: how CI keeps it working). Claims it measures:
 
-1. decode: the in-process generator's tokens/s at batch 1 and 8 (one prompt, n candidates under the ``cnn`` grammar
-   and its prefix guard) with a random-weight model of the embedded model's shape (SmolLM2-135M: 30 layers; ``--tiny``:
-   2 layers). Random weights give honest speed, not quality; the grammar keeps every finished output valid.
+1. decode: the in-process generator's tokens/s at batch 1 and 8 and its per-step overhead beyond the forward pass
+   (benchmarks/bench_decode.py's "cnn+guard b1" and "b8" scenarios: the ``cnn`` grammar and its prefix guard) with a
+   random-weight model of the embedded model's shape (SmolLM2-135M: 30 layers; ``--tiny``: 2 layers). Random weights
+   give honest speed, not quality; the grammar keeps every finished output valid.
 2. search: GPU utilisation (mean of 0.5 s readings) during a short ``llm``-proposer search on CIFAR-10 with
    ``--workers auto`` and that model, with the trials it recorded and its propose and train seconds.
 3. throughput: trials per hour over the same K cells (drawn from the ``cnn`` grammar with a fixed seed) with 1
@@ -39,8 +40,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "benchmarks"):          # llmnas_local; bench_decode and bench_llm
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 DEFAULT_CIFAR = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_jpg.tar.gz"
 MIXED = {"dtype": "bfloat16", "memory_format": "channels_last"}      # what "auto" resolves to on a GPU
 FP32 = {"dtype": "float32", "memory_format": "contiguous"}
@@ -48,8 +50,6 @@ MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "token
                "special_tokens_map.json", "chat_template.jinja")
 T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23, 12: 2.18,
        15: 2.13, 20: 2.09, 30: 2.04}
-PROMPT = [{"role": "system", "content": "You design convolutional networks as block strings."},
-          {"role": "user", "content": "Task: classify 3x32x32 images into 10 classes. Propose one architecture."}]
 SUMMARY: list[str] = []
 
 
@@ -104,61 +104,49 @@ def header(device: str) -> str:
             f"{os.getloadavg()[0]:.1f}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
-def random_model(files: Path, out: Path, device: str, layers: int | None):
-    """A random-weight model of the shape in ``files``/config.json (``layers``: fewer layers), saved to ``out`` with
-    the tokenizer files, and loaded as the transformers backend on ``device``; returns it and its shape in words."""
-    import torch
+def random_model(files: Path, tmp: Path, device: str, layers: int | None):
+    """A random-weight model of the shape in ``files``/config.json (``layers``: fewer layers), built by
+    bench_decode.random_weight_model, loaded as the transformers backend on ``device``; returns it and its shape."""
     import transformers
 
+    from bench_decode import random_weight_model
     from llmnas_local.llm.transformers_backend import TransformersBackend
 
-    out.mkdir(parents=True, exist_ok=True)
+    shape_dir = tmp / "shape"
+    shape_dir.mkdir(parents=True)
     for name in MODEL_FILES:
         if (files / name).exists():
-            shutil.copy(files / name, out / name)
-    config = transformers.AutoConfig.from_pretrained(out)
+            shutil.copy(files / name, shape_dir / name)
+    config = transformers.AutoConfig.from_pretrained(shape_dir)
     if layers:
         config.num_hidden_layers = layers
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    params_m = sum(p.numel() for p in model.parameters()) / 1e6
-    model.save_pretrained(out)
-    del model
-    backend = TransformersBackend(out, device=device)
+        config.save_pretrained(shape_dir)
+    backend = TransformersBackend(random_weight_model(shape_dir, tmp / "model"), device=device)
+    params_m = sum(f.stat().st_size for f in (tmp / "model").glob("*.safetensors")) / 4e6   # float32 files
     dtype = str(backend.dtype).replace("torch.", "")
     return backend, f"{config.num_hidden_layers} layers x {config.hidden_size}, {params_m:.0f} M parameters, {dtype}"
 
 
 def section_decode(backend, shape: str, tiny: bool) -> None:
-    from llmnas_local.dsl import get_space
-    from llmnas_local.dsl.base import Constraints
-    from llmnas_local.llm import Constraint
+    """bench_decode's guarded cnn scenarios at batch 1 and 8 (``--tiny``: 48 tokens at most, 2 calls)."""
+    import dataclasses
 
-    space = get_space("cnn")
-    c = Constraints(num_classes=10, in_chans=3, input_size=32)
-    constraint = Constraint(grammar=space.grammar(), prefix_guard=space.prefix_guard(c))
-    max_tokens, repeats = (48, 2) if tiny else (128, 3)
-    backend.generate([PROMPT], constraint, n=1, max_tokens=8, seed=999)              # warm-up, grammar compile
+    from bench_decode import bench, scenarios
+
+    repeats = 2 if tiny else 3
+    chosen = [s for s in scenarios() if s.name in ("cnn+guard b1", "cnn+guard b8")]
+    if tiny:
+        chosen = [dataclasses.replace(s, max_tokens=48) for s in chosen]
     figures = []
-    for n in (1, 8):
-        rates, valid, done = [], 0, 0
-        for seed in range(repeats):
-            t0 = time.perf_counter()
-            [gen] = backend.generate([PROMPT], constraint, n=n, max_tokens=max_tokens, seed=seed, temperature=1.0)
-            rates.append(gen.tokens_out / (time.perf_counter() - t0))
-            for comp in gen.completions:
-                if comp.finish_reason == "stop":
-                    done += 1
-                    try:
-                        space.parse(comp.text)
-                        valid += 1
-                    except Exception:  # noqa: BLE001 - counted as not valid
-                        pass
-        print(f"  batch {n}: {mean_std(rates)} tokens/s over {repeats} calls of {max_tokens} tokens at most; "
-              f"{valid}/{done} finished outputs parse", flush=True)
-        figures.append(f"batch {n} {mean_std(rates)}")
-    SUMMARY.append(f"- generator tokens/s (random weights, {shape}, cnn grammar + prefix guard, "
-                   f"<= {max_tokens} tokens, mean ± std of {repeats} calls): " + ", ".join(figures))
+    for s in chosen:
+        r = bench(backend, s, repeats, backend.device.type == "cuda")
+        tok, over, step = r["tok_s"], r["overhead_ms"], r["step_ms"]
+        print(f"  {s.name}: {tok[0]:.1f} ± {tok[1]:.1f} tokens/s, {step[0]:.2f} ms a step of which "
+              f"{over[0]:.2f} ± {over[1]:.2f} beyond the forward pass, {r['steps_per_call']:.0f} steps a call "
+              f"(<= {s.max_tokens} tokens), e.g. {r['example']!r}", flush=True)
+        figures.append(f"batch {s.n} {tok[0]:.1f} ± {tok[1]:.1f} (overhead {over[0]:.2f} ms/step)")
+    SUMMARY.append(f"- generator tokens/s (bench_decode's cnn+guard scenarios, random weights, {shape}, mean ± std "
+                   f"of {repeats} seeded calls): " + ", ".join(figures))
 
 
 def make_evaluator(data: str, tiny: bool, recipe: dict | None = None):
@@ -338,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
         print("\n== model ==", flush=True)
         t0 = time.perf_counter()
-        backend, shape = random_model(files, Path(tmp) / "model", device, 2 if args.tiny else None)
+        backend, shape = random_model(files, Path(tmp), device, 2 if args.tiny else None)
         shape += f" on {device}"
         print(f"  random weights, {shape}; built and loaded in {time.perf_counter() - t0:.0f} s", flush=True)
         try:
