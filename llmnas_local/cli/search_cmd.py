@@ -42,19 +42,25 @@ DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
                    "recipe share outcomes).")
 @click.option("--run-id", default=None, help="Name the run (default: derived from its settings).")
 @click.option("--epochs", default=None, type=click.IntRange(min=1),
-              help="Proxy training epochs [default: 1, the method's proxy; digits: 3].")
-@click.option("--lr", default=None, type=float, help="SGD learning rate [default: 0.01; digits: 0.05].")
-@click.option("--batch-size", default=None, type=click.IntRange(min=2), help="[default: 128; digits: 32]")
+              help="Proxy training epochs [default: fitted to the machine and data, printed: on a GPU 1, the "
+                   "method's proxy; on a CPU 1-3; digits: 3].")
+@click.option("--lr", default=None, type=float, help="SGD learning rate [default: GPU 0.01; CPU and digits 0.05].")
+@click.option("--batch-size", default=None, type=click.IntRange(min=2),
+              help="[default: GPU 128; CPU and digits 32]")
 @click.option("--input-size", default=None, type=int,
-              help="Resize images to this [default: the data set's; digits: 16]; nb201: the image size of the task "
+              help="Resize images to this [default: the data set's, at most 32 on a CPU; digits: 16]; nb201: the image "
+                   "size of the task "
                    "of a --val-column no preset has.")
-@click.option("--train-size", default=None, type=int, help="Use at most this many training images.")
-@click.option("--val-size", default=None, type=int, help="Use at most this many validation images.")
-@click.option("--test-size", default=None, type=int, help="Use at most this many test images.")
+@click.option("--train-size", default=None, type=int,
+              help="Use at most this many training images [default: all on a GPU; on a CPU about a minute's work].")
+@click.option("--val-size", default=None, type=int,
+              help="Use at most this many validation images [default: all on a GPU; 2000 on a CPU].")
+@click.option("--test-size", default=None, type=int,
+              help="Use at most this many test images [default: all on a GPU; 2000 on a CPU].")
 @click.option("--max-params-m", default=None, type=float,
-              help="Reject models above this many M parameters [default: none; digits: 1].")
+              help="Reject models above this many M parameters [default: none on a GPU; CPU and digits: 1].")
 @click.option("--max-flops-m", default=None, type=float,
-              help="Reject models above this many M FLOPs per image [default: none; digits: 25].")
+              help="Reject models above this many M FLOPs per image [default: none on a GPU; CPU and digits: 25].")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds before a training is stopped.")
 @click.option("--workers", default="1", show_default=True, callback=lambda ctx, param, v: _parse_workers(v),
@@ -96,7 +102,8 @@ DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
 @click.option("--temperature", type=float, default=None,
               help="llm, llm-evo, llm-edit: sampling temperature [default: 0.8; llm-evo: 1.0; llm-edit: 0, the best "
                    "calibrated edit].")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar, nor the lines that say which proxy and caps were fitted to the machine.")
 @user_errors
 def search(space: str, data: str, table: str | None, preset: str, proposer: str | None, budget: int, store: str,
            seed: int, train_seed: int, run_id: str | None, epochs: int | None, lr: float | None,
@@ -126,7 +133,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
                                   max_flops_m=max_flops_m, device=device, timeout=timeout,
                                   workers=1 if workers == "auto" else workers,
                                   val_column=val_column, test_column=test_column, params_column=params_column,
-                                  flops_column=flops_column, num_classes=num_classes)
+                                  flops_column=flops_column, num_classes=num_classes,
+                                  on_fit=None if quiet else lambda text: click.echo(text, err=True))
     caps = {"max_params_m": evaluator.constraints.max_params_m, "max_flops_m": evaluator.constraints.max_flops_m}
     settings: dict = {}
     if proposer in ("evolution", "llm-evo", "llm-edit"):
@@ -198,9 +206,10 @@ def _backend_settings(llm_backend: str, vllm_python: str | None, llm_timeout: fl
 def _create_evaluator(space, *, data: str, table: str | None, preset: str, train_seed: int, epochs: int | None,
                       lr: float | None, batch_size: int | None, input_size: int | None, train_size: int | None,
                       val_size: int | None, test_size: int | None, max_params_m: float | None,
-                      max_flops_m: float | None, device: str, timeout: float, workers: int, **columns):
+                      max_flops_m: float | None, device: str, timeout: float, workers: int, on_fit=None, **columns):
     """The search's evaluator, as ``llmnas bench`` builds it (:func:`llmnas_local.evaluators.create_evaluator`, with
-    the data set's proxy defaults); an option the space's kind of evaluation does not take is a UserError."""
+    the proxy settings fitted to the machine and the data, which ``on_fit`` is told); an option the space's kind of
+    evaluation does not take is a UserError."""
     from llmnas_local.evaluators import create_evaluator
 
     caps = {"max_params_m": max_params_m, "max_flops_m": max_flops_m}
@@ -218,7 +227,8 @@ def _create_evaluator(space, *, data: str, table: str | None, preset: str, train
     data_spec = {"source": data, "train_size": train_size, "val_size": val_size, "test_size": test_size,
                  "resolution": input_size, "split_seed": train_seed}
     return create_evaluator(space, data=data_spec, recipe={**recipe, "seed": train_seed, "device": device},
-                            time_limit_s=timeout, threads=_threads_per_worker(workers), **caps)
+                            time_limit_s=timeout, threads=_threads_per_worker(workers),
+                            on_fit=on_fit, **caps)
 
 
 def _parse_workers(value: str) -> int | str:

@@ -17,8 +17,9 @@ folder) is a one-line ``ValueError`` naming it.
 
 Decoding is slow for image files, so the decoded arrays are cached as an uncompressed ``.npz`` in ``cache_dir``
 (default ``$LLMNAS_CACHE_DIR`` or ``~/.cache/llmnas/data``), keyed by the source's path, size and mtime and the
-resolution. The fingerprint that goes into recipes is a sha256 of the decoded content, so it does not depend on where
-the data lives.
+resolution; a first decode of image files or CIFAR batches says on stderr what it reads, how far it is (every tenth of
+a set of 10,000 images or more) and where the cache goes. The fingerprint that goes into recipes is a sha256 of the
+decoded content, so it does not depend on where the data lives.
 
 Split: the training data is permuted with ``split_seed``; the first ``round(val_fraction * n)`` images are the
 validation split, the rest the training split; ``train_size``/``val_size`` then keep the first images of each and
@@ -34,6 +35,7 @@ import io
 import json
 import os
 import pickle
+import sys
 import tarfile
 import warnings
 import zipfile
@@ -160,12 +162,21 @@ def _load_raw(spec: DataSpec) -> _Raw:
         raw = _load_digits(resolution)
     else:
         fmt, where = _detect(root)
+        _say(f"decoding {root} ({fmt}{f', at {resolution} px' if resolution else ''}): first use, "
+             f"{'the arrays will be cached in ' + str(cache) if cache is not None else 'no cache'}")
         raw = _LOADERS[fmt](where, resolution)
         raw.name, raw.format = name, fmt
     raw = _finish(raw, resolution, root or name)
     if cache is not None:
         _write_cache(cache, raw)
+        if root is not None:
+            _say(f"decoded {len(raw.y_train):,} training and {len(raw.y_test):,} test images; cached in {cache}")
     return raw
+
+
+def _say(line: str) -> None:
+    """Progress of a first decode (slow: image files), one line at a time on stderr."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _write_cache(cache: Path, raw: _Raw) -> None:
@@ -495,10 +506,14 @@ def _decode_imagefolder(items: Iterable[tuple[str, str, str, bytes]], where: Pat
     index = {c: i for i, c in enumerate(classes)}
     mode = None
     out = {}
+    total, done = sum(map(len, found.values())), 0
     for split, entries in found.items():
         entries.sort(key=lambda e: (e[0], e[1]))
         x, shape = None, None
         for i, (cls, name, data) in enumerate(entries):
+            done += 1
+            if total >= 10_000 and done % (total // 10) == 0:         # ten lines for a large set, none for a small
+                _say(f"  {done:,} / {total:,} images decoded")
             try:
                 with Image.open(io.BytesIO(data)) as im:
                     mode = mode or ("L" if im.mode in _GREY_MODES else "RGB")

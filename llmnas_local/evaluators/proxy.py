@@ -34,7 +34,7 @@ DIGITS_PROXY = {"epochs": 3, "batch_size": 32, "lr": 0.05, "resolution": 16, "ma
 
 def proxy_defaults(source: str) -> dict[str, Any]:
     """Recipe defaults (training settings, resolution, caps) for a data source: DIGITS_PROXY for ``digits``, else the
-    method's proxy."""
+    method's proxy. A search's defaults also depend on the machine: :func:`llmnas_local.evaluators.fit.fit_proxy`."""
     return dict(DIGITS_PROXY if source == "digits" else METHOD_PROXY)
 
 

@@ -29,6 +29,7 @@ import time
 from typing import Any, TYPE_CHECKING
 
 from llmnas_local.dsl import SemanticError
+from llmnas_local.dsl.sampler import sample_within
 from llmnas_local.llm.base import Constraint
 from llmnas_local.memory.edits import EditMemory
 from llmnas_local.prompts import PromptContext, editor_messages
@@ -117,16 +118,10 @@ class LLMEditProposer(BaseLLMProposer):
         return self._ask_model(history, parent, edits, rng)
 
     def _member(self, history: HistoryView, rng: random.Random) -> str:
-        """A random member: a draw of the space's sampler. Where the space has a prefix guard for the caps (cnn),
-        draws over the caps are redrawn (up to ``MAX_REDRAWS``; most random cnn strings are), so the warm-up does not
-        stall; elsewhere (nb201) the draw is evolution's own, so a seed's warm-up pairs with evolution's."""
-        guard = history.space.prefix_guard(history.constraints)
-        text = history.space.sample(rng)
-        for _ in range(self.MAX_REDRAWS if guard is not None else 0):
-            if guard(text):
-                break
-            text = history.space.sample(rng)
-        return text
+        """A random member: evolution's warm-up draw (:func:`~llmnas_local.dsl.sampler.sample_within`: within the
+        caps where the space has a cost model, cnn; the plain draw on nb201), so a seed's warm-up pairs with
+        evolution's."""
+        return sample_within(history.space, history.constraints, rng)
 
     # -- the model's edit -------------------------------------------------------------------------------------------
     def _ask_model(self, history: HistoryView, parent, edits: dict, rng: random.Random) -> list[Proposal]:
@@ -188,7 +183,7 @@ class LLMEditProposer(BaseLLMProposer):
         space = history.space
         guard = space.prefix_guard(history.constraints)
         for _ in range(self.MAX_REDRAWS):
-            parent = tournament_winner(alive, self.config.tournament, rng)
+            parent = tournament_winner(alive, self.config.tournament, rng, history.objective)
             slots = space.slots(space.parse(parent.raw))
             if slots is None:
                 raise ValueError(f"llm-edit needs a space with named slots; {space.name} has none")

@@ -6,16 +6,21 @@ import gc
 from typing import Iterable, Sequence
 
 from llmnas_local.dsl.base import BaseSpace, Constraints
+from llmnas_local.objective import ACCURACY, Objective
 from llmnas_local.records import VAL_ACC, TrialRecord, TrialStatus, is_transient
 
 
 class HistoryView:
-    """The finished trials of a run, in order, with the look-ups proposers need. Cheap to query at any size."""
+    """The finished trials of a run, in order, with the look-ups proposers need. Cheap to query at any size.
+
+    ``objective`` (:mod:`llmnas_local.objective`) says what "best" means for the run: :meth:`best` and the proposers'
+    selections (evolution's tournaments, llm-edit's parents, the llm proposer's best designs) rank by it."""
 
     def __init__(self, space: BaseSpace, constraints: Constraints, trials: Iterable[TrialRecord] = (),
-                 task: str = "", seed: int = 0):
+                 task: str = "", seed: int = 0, objective: Objective = ACCURACY):
         self.space = space
         self.constraints = constraints
+        self.objective = objective
         self.task = task            # one line for prompts: the data set and how candidates are scored
         self.seed = seed            # the run's seed: what stays fixed over a run (its prompt examples)
         self._trials: list[TrialRecord] = []
@@ -45,7 +50,8 @@ class HistoryView:
         self.status_counts[trial.status] += 1
         if trial.status is TrialStatus.COMPLETE and VAL_ACC in trial.metrics:
             self._complete.append(trial)
-            if self._best is None or trial.metrics[VAL_ACC] > self._best.metrics[VAL_ACC]:
+            key = self.objective.key
+            if key(trial)[0] and (self._best is None or key(trial) > key(self._best)):
                 self._best = trial
 
     @property
@@ -69,10 +75,13 @@ class HistoryView:
         return tuple(self._complete)
 
     def best(self, k: int = 1) -> list[TrialRecord]:
-        """The k best evaluated trials by validation accuracy (ties: earliest first)."""
+        """The k best evaluated trials under the objective (by validation accuracy unless it says otherwise; ties:
+        earliest first). Trials over the objective's budgets are never among them."""
         if k == 1:
             return [self._best] if self._best else []
-        order = sorted(range(len(self._complete)), key=lambda i: (-self._complete[i].metrics[VAL_ACC], i))
+        key = self.objective.key
+        ranked = [(key(t), i) for i, t in enumerate(self._complete)]
+        order = sorted((i for (feasible, _), i in ranked if feasible), key=lambda i: (-ranked[i][0][1], i))
         return [self._complete[i] for i in order[:k]]
 
     def recent(self, k: int) -> list[TrialRecord]:
