@@ -364,7 +364,7 @@ class TrialRunner:
             model = space.build(spec, num_classes=c.num_classes, in_chans=c.in_chans, input_size=c.input_size)
             prof = profile_model(model, c.num_classes, c.in_chans, c.input_size)
             send("profile", {PARAMS_M: prof.params_m, FLOPS_M: prof.flops_m, BUILD_S: time.perf_counter() - t0})
-            with GpuSampler(self.device) as gpu:      # reads nothing on the CPU
+            with GpuSampler(self.device, interval_s=1.0) as gpu:     # reads nothing on the CPU
                 metrics = train_and_score(model, self.data, self.config, self.device)
             metrics[PEAK_MEM_MB] = _peak_memory_mb(self.device)
             metrics.update(gpu.summary())
