@@ -61,6 +61,10 @@ DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
               help="Reject models above this many M parameters [default: none on a GPU; CPU and digits: 1].")
 @click.option("--max-flops-m", default=None, type=float,
               help="Reject models above this many M FLOPs per image [default: none on a GPU; CPU and digits: 25].")
+@click.option("--objective", default="acc", show_default=True,
+              help="What the best model is: acc (validation accuracy), acc@params<=1M or acc@flops<=25M (the most "
+                   "accurate within budgets, comma-separated), acc-2*params (minus 2 points per M parameters), or "
+                   "both (acc-0.1*flops@params<=1M). Selection and the returned best follow it; part of the run id.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--timeout", default=900.0, show_default=True, help="Seconds before a training is stopped.")
 @click.option("--workers", default="1", show_default=True, callback=lambda ctx, param, v: _parse_workers(v),
@@ -115,7 +119,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
            memory_window: int | None, elites: int, improver: bool, distinct: bool, temperature: float | None,
            quiet: bool, val_column: str | None = None, test_column: str | None = None,
            params_column: str | None = None, flops_column: str | None = None, num_classes: int | None = None,
-           llm_timeout: float | None = None, lookahead: int | None = None) -> None:
+           llm_timeout: float | None = None, lookahead: int | None = None, objective: str = "acc") -> None:
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
     from llmnas_local.llm import BackendSpec
@@ -126,6 +130,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
 
     sp = get_space(space)
     proposer = proposer or DEFAULT_PROPOSER.get(space, "llm")
+    goal = _objective(objective)
     lookahead = _lookahead(lookahead, workers, proposer in LLM_PROPOSERS and not sp.tabular)
     evaluator = _create_evaluator(sp, data=data, table=table, preset=preset, train_seed=train_seed, epochs=epochs,
                                   lr=lr, batch_size=batch_size, input_size=input_size, train_size=train_size,
@@ -160,7 +165,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
         _share_cores(evaluator, proposer in LLM_PROPOSERS and llm_backend == "transformers")
     prop = create_proposer(proposer, **settings)
     with open_store(store) as st:
-        study = Search(sp, prop, evaluator, st, seed=seed, run_id=run_id, lookahead=lookahead)
+        study = Search(sp, prop, evaluator, st, seed=seed, run_id=run_id, lookahead=lookahead,
+                       **({} if goal.is_accuracy else {"objective": goal}))
         done = study.num_evaluated
         if done:
             click.echo(f"resuming run {study.run_id}: {done} evaluations already in {store}", err=True)
@@ -296,19 +302,33 @@ def _no_result_hint(space, timeout: float, caps: dict) -> str:
     return "; try " + ", ".join(hints) if hints else ""
 
 
+def _objective(text: str):
+    from llmnas_local.objective import parse_objective
+
+    try:
+        return parse_objective(text)
+    except ValueError as e:
+        raise UserError(f"--objective: {e}") from None
+
+
 def _report(study, best, store: str, hint: str = "") -> None:
     from llmnas_local.records import TEST_ACC, VAL_ACC
 
     counts = study.counts()
     click.echo(f"run {study.run_id}: {study.num_evaluated} evaluations; " +
                ", ".join(f"{k} {v}" for k, v in counts.items()))
+    goal = study.history.objective
+    if best is None and counts["complete"] and not goal.is_accuracy:
+        raise SearchError(f"no completed architecture is within the objective's budgets ({goal}); "
+                          f"llmnas top {store} lists them all")
     if best is None:
         raise SearchError("no architecture completed an evaluation (" +
                           ", ".join(f"{k} {v}" for k, v in counts.items() if v and k != "complete") +
                           f"); the errors are in llmnas export {store}{hint}")
     m = best.metrics
     test = f", test_acc {m[TEST_ACC]:.2f}" if TEST_ACC in m else ""
-    click.echo(f"best (by validation): val_acc {m[VAL_ACC]:.2f}{test}  {best.canonical}")
+    by = "validation" if goal.is_accuracy else goal.describe()
+    click.echo(f"best (by {by}): val_acc {m[VAL_ACC]:.2f}{test}  {best.canonical}")
     click.echo(f"  hash {best.arch_hash}  (llmnas show {store} {best.arch_hash[:12]})")
 
 
