@@ -171,6 +171,7 @@ def section_search(backend, data: str, tiny: bool, seconds: float) -> None:
     store = MemoryStore()
     study = Search(_cnn(), proposer, evaluator, store, seed=0)
     workers, why = auto_workers(evaluator, [], llm_in_process=True)
+    evaluator.threads = threads_per_worker(workers)
     print(f"  {why}", flush=True)
     deadline = time.monotonic() + seconds
 
@@ -195,9 +196,17 @@ def section_search(backend, data: str, tiny: bool, seconds: float) -> None:
     util_text = f"{util:.0f}% mean over {gpu.count} readings" if util is not None else "no GPU readings (CPU)"
     print(f"  {wall:.0f} s, {len(trials)} trials ({counts}); propose {propose:.1f} s, evaluate {train:.1f} s "
           f"(summed over trials); GPU utilisation {util_text}", flush=True)
-    SUMMARY.append(f"- LLM-driven search on {evaluator.data_info['name']} (llm proposer on the random-weight model, --workers auto = "
-                   f"{workers}, {wall:.0f} s): GPU utilisation {util_text}; {len(trials)} trials ({counts}); "
+    SUMMARY.append(f"- LLM-driven search on {evaluator.data_info['name']} (llm proposer on the random-weight model, "
+                   f"--workers auto = {workers}, {wall:.0f} s): GPU utilisation {util_text}; "
+                   f"{len(trials)} trials ({counts}); "
                    f"propose {propose:.1f} s, evaluate {train:.1f} s summed")
+
+
+def threads_per_worker(workers: int) -> int | None:
+    """As ``llmnas search`` splits the cores between concurrent trainings (no worker has started yet)."""
+    from llmnas_local.cli.search_cmd import _threads_per_worker
+
+    return _threads_per_worker(workers)
 
 
 def _cnn():
@@ -248,6 +257,7 @@ def section_throughput_and_precision(data: str, tiny: bool, k: int) -> None:
     peaks = [o.metrics[PEAK_MEM_MB] for o in out1 if PEAK_MEM_MB in o.metrics]
     many = make_evaluator(data, tiny, MIXED)
     workers, why = auto_workers(many, peaks)
+    many.threads = threads_per_worker(workers)
     print(f"  {why}", flush=True)
     try:
         wall_n, out_n = evaluate_all(many, cells, workers)
@@ -262,6 +272,7 @@ def section_throughput_and_precision(data: str, tiny: bool, k: int) -> None:
                    f"1 worker {rate1:.0f}/h, --workers auto = {workers}: {rate_n:.0f}/h ({rate_n / rate1:.2f}x); "
                    f"accuracies identical across the two: {'yes' if same else 'NO'}")
     fp32 = make_evaluator(data, tiny, FP32)
+    fp32.threads = many.threads
     try:
         _, out32 = evaluate_all(fp32, cells, workers)
     finally:
@@ -274,7 +285,8 @@ def section_throughput_and_precision(data: str, tiny: bool, k: int) -> None:
     print(f"  val_acc float32 {mean_std(acc32, 2)}, {precision} {mean_std(acc_auto, 2)}; paired "
           f"({precision} - float32) {t_interval(diff)}; train_s {mean_std(t32, 2)} vs {mean_std(t_auto, 2)}",
           flush=True)
-    SUMMARY.append(f"- precision, the same {len(pairs)} cells on {name}: val_acc float32 {mean_std(acc32, 2)}, {precision} "
+    SUMMARY.append(f"- precision, the same {len(pairs)} cells on {name}: val_acc float32 {mean_std(acc32, 2)}, "
+                   f"{precision} "
                    f"{mean_std(acc_auto, 2)}, paired difference {t_interval(diff)} (95% t); train_s "
                    f"{mean_std(t32, 2)} vs {mean_std(t_auto, 2)}")
 

@@ -61,7 +61,8 @@ def test_tiny_run_on_the_cpu(tmp_path, smollm2_dir):
     assert r.returncode == 0, out[-3000:] + r.stderr[-3000:]
     summary = out.split("== summary (paste into the closing note) ==")[1].strip().splitlines()
     assert summary[0].startswith("gpu_check @") and "CPU only" in summary[0]
-    assert [line.split(" ")[1].rstrip(",") for line in summary[1:]] == ["generator", "LLM-driven", "trials", "precision"]
+    firsts = [line.split(" ")[1].rstrip(",") for line in summary[1:]]
+    assert firsts == ["generator", "LLM-driven", "trials", "precision"]
     assert "batch 1 " in summary[1] and "batch 8 " in summary[1]
     assert "accuracies identical across the two: yes" in summary[3]
     assert "bfloat16/channels_last" in summary[4] and "FAILED" not in out and "skipped" not in out
