@@ -89,6 +89,8 @@ def training_lock(directory: Path) -> Iterator[None]:
             raise ValueError(f"{directory} is being trained by PID {holder}: wait for it, or stop it") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        for tmp in directory.glob(".*.tmp"):          # what a process killed while writing left (see atomic_write)
+            tmp.unlink(missing_ok=True)
         yield
     finally:
         os.close(fd)

@@ -34,6 +34,7 @@ from llmnas_local.store.base import BaseStore
 FINAL_VERSION = 1                   # bump when the meaning of a final recipe changes
 AUGMENTS = ("auto", "crop-flip", "crop", "none")
 FINALS_DIR = "finals"
+PROGRESS_EVERY_S = 30.0         # a progress line within an epoch at most this often
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +205,7 @@ def _train_locked(store: BaseStore, trial: TrialRecord, space_name: str, ds, con
     pad = max(1, ds.input_size // 8)
     epoch_times: list[float] = []
     for epoch in range(state["epoch"], config.epochs):
-        t0 = time.perf_counter()
+        t0 = shown = time.perf_counter()
         model.train()
         perm = torch.randperm(n, generator=gen).to(dev)
         loss_sum = torch.zeros((), device=dev)
@@ -220,6 +221,11 @@ def _train_locked(store: BaseStore, trial: TrialRecord, space_name: str, ds, con
             loss.backward()
             opt.step()
             loss_sum += loss.detach()
+            if time.perf_counter() - shown > PROGRESS_EVERY_S:       # long epochs (CIFAR on a CPU): a line now and then
+                shown = time.perf_counter()
+                left = (steps - i - 1) * (shown - t0) / (i + 1)
+                log(f"  epoch {epoch + 1}/{config.epochs}  step {i + 1}/{steps}  loss {float(loss_sum) / (i + 1):.4f}"
+                    f"  epoch ends in {_duration(left)}")
         train_loss = float(loss_sum) / steps
         if not math.isfinite(train_loss):
             from llmnas_local.evaluators.proxy import Diverged

@@ -74,7 +74,10 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_training(digits_store, tm
 
 
 @pytest.mark.slow
-def test_progress_lines_and_data_check(digits_store, tmp_path):
+def test_progress_lines_and_data_check(digits_store, tmp_path, monkeypatch):
+    import llmnas_local.final.train as train_module
+
+    monkeypatch.setattr(train_module, "PROGRESS_EVERY_S", 0.0)      # a line within the epoch after every step
     path, hashes = digits_store
     lines: list[str] = []
     with LmdbStore(path) as st:
@@ -86,6 +89,8 @@ def test_progress_lines_and_data_check(digits_store, tmp_path):
     epochs = [ln for ln in lines if ln.startswith("epoch ")]
     assert len(epochs) == 2 and all("val_acc" in ln and "ETA" in ln and "loss" in ln for ln in epochs)
     assert lines[-1].startswith("done: val_acc")
+    steps = [ln for ln in lines if ln.startswith("  epoch 2/2  step ")]
+    assert len(steps) == 1294 // 128 + 1 and "epoch ends in" in steps[0]
 
 
 def _npz(tmp_path):
