@@ -13,13 +13,14 @@ REJECTED = "stem_k3_s1_c64_nre cn_r4_k7_s1_c512_nre head_c512_nre"
 RUN = "random-s0-test"
 
 
-def fill_store(store) -> dict[str, str]:
-    """Write the run and its trials into ``store``; return {"small": hash, "other": hash, "rejected": hash}."""
+def fill_store(store, data: str = "digits") -> dict[str, str]:
+    """Write the run (scored on ``data``) and its trials into ``store``; return {"small": hash, "other": hash,
+    "rejected": hash}."""
     from llmnas_local.dsl import get_space
     from llmnas_local.evaluators import create_evaluator
 
     space = get_space("cnn")
-    evaluator = create_evaluator(space, data="digits")
+    evaluator = create_evaluator(space, data=data)
     try:
         recipe, rhash = evaluator.recipe(), evaluator.recipe_hash()
     finally:

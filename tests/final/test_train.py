@@ -101,3 +101,46 @@ def _npz(tmp_path):
     np.savez(path, x_train=rng.integers(0, 255, (40, 16, 16), dtype=np.uint8), y_train=np.arange(40) % 10,
              x_test=rng.integers(0, 255, (10, 16, 16), dtype=np.uint8), y_test=np.arange(10))
     return path
+
+
+def _imagefolder_tar(tmp_path):
+    """A small RGB ImageFolder archive (3 classes of 16x16 PNGs whose colour is their class) as a user's data."""
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "pics"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("test", 6)):
+        for c in range(3):
+            (root / split / f"class{c}").mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (16, 16, 3), dtype=np.uint8)
+                img[..., c] += 150
+                Image.fromarray(img).save(root / split / f"class{c}" / f"{i}.png")
+    tar = tmp_path / "pics.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        tf.add(root, arcname="pics")
+    return tar
+
+
+@pytest.mark.slow
+def test_data_found_by_fingerprint_in_the_cache(tmp_path, monkeypatch):
+    """A search on a user's archive: the final training finds the decoded arrays in the cache by the run's
+    fingerprint (the archive may have moved), or takes the archive itself; RGB data gets crop and flip."""
+    monkeypatch.setenv("LLMNAS_CACHE_DIR", str(tmp_path / "cache"))
+    tar = _imagefolder_tar(tmp_path)
+    with LmdbStore(tmp_path / "store") as st:
+        hashes = fill_store(st, data=str(tar))
+        moved = tar.rename(tmp_path / "elsewhere.tar.gz")
+        final = train_final(st, best=True, config=FinalConfig(epochs=3, batch_size=16))
+        assert final.recipe["augment"] == "crop-flip" and final.recipe["data"]["num_classes"] == 3
+        assert final.recipe["classes"] == ["class0", "class1", "class2"]
+        assert final.recipe["data"]["fingerprint"] == st.get_run(final.run_id).recipe["data"]["fingerprint"]
+        for cached in (tmp_path / "cache").glob("*.npz"):
+            cached.unlink()
+        with pytest.raises(ValueError, match="cannot find the data .* give --data"):
+            train_final(st, hashes["other"], config=FinalConfig(epochs=1))
+        again = train_final(st, hashes["other"], data=str(moved), config=FinalConfig(epochs=1, batch_size=16))
+    assert again.metrics[TEST_ACC] >= 0 and final.metrics[VAL_ACC] > 60       # 3 classes by colour: learnt (100 here)
