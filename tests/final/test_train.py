@@ -44,7 +44,7 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_training(digits_store, tm
     os.kill(killed.pid, signal.SIGKILL)
     _, err = killed.communicate()
     assert killed.returncode == -signal.SIGKILL
-    assert "epoch 1/8" in err and "done:" not in err            # killed after one epoch, before the end
+    assert "done:" not in err                                  # killed after a checkpoint, before the end
     with LmdbStore(path, readonly=True) as st:
         assert st.finals() == []
 
