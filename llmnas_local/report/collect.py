@@ -81,9 +81,12 @@ def llm_totals(trials: list[TrialRecord]) -> dict[str, float]:
     """What the LLM's proposals came to: how many finished and parsed, were rejected on meaning or repeated, the tokens
     generated per proposal, how many were decoded under the prefix guard, and the seconds spent proposing against
     evaluating (the evaluations of these trials; answers from the store cost none)."""
-    finished = [t for t in trials if t.llm.finish_reason == "stop"]
+    from llmnas_local.llm.base import FINISH_LENGTH, FINISH_STOP
+
+    finished = [t for t in trials if t.llm.finish_reason == FINISH_STOP]
     return {
         "proposals": len(trials), "finished": len(finished),
+        "cut_off": sum(t.llm.finish_reason == FINISH_LENGTH for t in trials),     # others: scored edits, old records
         "parsed": sum(t.canonical is not None for t in finished),
         "rejected": sum(t.status is TrialStatus.INVALID and t.error.startswith("rejected") for t in trials),
         "duplicates": sum(t.status is TrialStatus.DUPLICATE for t in trials),

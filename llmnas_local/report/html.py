@@ -70,7 +70,7 @@ def _llm_summary(llm: dict[str, float]) -> str:
     share = (f"; wall time proposing {llm['propose_s']:.0f} s ({100 * llm['propose_s'] / total:.0f}%), evaluating "
              f"{llm['eval_s']:.0f} s" if total > 0 else "")
     return (f"<p>{n} proposals; finished completions that parse: {int(llm['parsed'])}/{int(llm['finished'])}; "
-            f"cut off: {n - int(llm['finished'])}; rejected on meaning: {int(llm['rejected'])}; repeats (never "
+            f"cut off by the token limit: {int(llm['cut_off'])}; rejected on meaning: {int(llm['rejected'])}; repeats (never "
             f"trained again): {int(llm['duplicates'])}; {llm['tokens_per_proposal']:.1f} generated tokens per "
             f"proposal; decoded under the prefix guard: {int(llm['prefix_guard'])}/{n}{share}.</p>")
 
