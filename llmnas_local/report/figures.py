@@ -9,6 +9,7 @@ from llmnas_local.report.collect import ReportData
 from llmnas_local.report.pareto import pareto_front
 
 STATUS_ORDER = ("complete", "invalid", "failed", "timeout", "duplicate")
+MAX_LABELLED = 8          # runs drawn and labelled one by one; more are grouped by proposer
 STATUS_COLORS = {"complete": "C2", "invalid": "C7", "failed": "C3", "timeout": "C1", "duplicate": "C0"}
 
 
@@ -20,14 +21,24 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_best_so_far(data: ReportData, path: Path) -> Path:
-    """Best validation accuracy among the first k distinct evaluations, and the test accuracy of that trial, per run."""
+    """Best validation accuracy among the first k distinct evaluations, and the test accuracy of that trial, per run
+    (with many runs: the validation curves only, coloured by proposer)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    many = len(data.runs) > MAX_LABELLED
     for i, r in enumerate(data.runs):
         if not r.curve_val:
             continue
         x = range(1, len(r.curve_val) + 1)
         color = f"C{i % 10}"
+        if many:         # one thin line per run, coloured by proposer, one legend entry per proposer
+            proposers = sorted({q.run.proposer for q in data.runs})
+            k = proposers.index(r.run.proposer)
+            first = all(q.run.proposer != r.run.proposer for q in data.runs[:i])
+            ax.step(x, r.curve_val, where="post", color=f"C{k % 10}", lw=0.8, alpha=0.5,
+                    label=f"{r.run.proposer}: val ({sum(q.run.proposer == r.run.proposer for q in data.runs)} runs)"
+                    if first else None)
+            continue
         ax.step(x, r.curve_val, where="post", color=color, lw=1.8, label=f"{r.run.run_id}: val")
         ax.step(x, r.curve_test, where="post", color=color, lw=1.2, ls="--", label=f"{r.run.run_id}: test of best-by-val")
     ax.set_xlabel("distinct evaluations")
@@ -72,18 +83,22 @@ def plot_pareto(data: ReportData, path: Path) -> Path:
 
 
 def plot_outcomes(data: ReportData, path: Path) -> Path:
-    """Trials by outcome, per run (stacked bars)."""
+    """Trials by outcome, per run (per proposer when there are many runs), as stacked bars."""
     plt = _pyplot()
-    runs = data.runs
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(runs) + 3), 4.0), dpi=110)
-    bottom = [0] * len(runs)
+    groups: dict[str, list] = {}          # a bar per run, or per proposer when there are many runs
+    many = len(data.runs) > MAX_LABELLED
+    for r in data.runs:
+        groups.setdefault(f"{r.run.proposer} ({sum(q.run.proposer == r.run.proposer for q in data.runs)} runs)"
+                          if many else r.run.run_id, []).append(r)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) + 3), 4.0), dpi=110)
+    bottom = [0] * len(groups)
     for status in STATUS_ORDER:
-        values = [r.counts.get(status, 0) for r in runs]
+        values = [sum(r.counts.get(status, 0) for r in rs) for rs in groups.values()]
         if any(values):
-            ax.bar(range(len(runs)), values, bottom=bottom, color=STATUS_COLORS[status],
+            ax.bar(range(len(groups)), values, bottom=bottom, color=STATUS_COLORS[status],
                    label=f"{status} ({sum(values)})")
             bottom = [b + v for b, v in zip(bottom, values)]
-    ax.set_xticks(range(len(runs)), [r.run.run_id for r in runs], fontsize=7, rotation=15)
+    ax.set_xticks(range(len(groups)), list(groups), fontsize=7, rotation=15)
     ax.set_ylabel("trials")
     ax.set_title("outcomes of the proposals", fontsize=10)
     if any(bottom):

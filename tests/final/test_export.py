@@ -3,6 +3,7 @@ torch.jit.load) and gives the PyTorch model's outputs; the card says what the we
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -65,7 +66,9 @@ def test_format_loads_back_and_agrees(trained, tmp_path, fmt):
         one = session.run(["logits"], {"image": x[:1].numpy()})[0]             # the batch axis is dynamic
         np.testing.assert_allclose(one, expected[:1], atol=ATOL)
     else:
-        loaded = torch.jit.load(str(result.path))
+        with warnings.catch_warnings():                   # torch.jit.load is deprecated (torch.export), still there
+            warnings.simplefilter("ignore", FutureWarning)
+            loaded = torch.jit.load(str(result.path))
         with torch.no_grad():
             got = loaded(x).numpy()
     np.testing.assert_allclose(got, expected, atol=ATOL)

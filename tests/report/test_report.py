@@ -93,3 +93,20 @@ def test_page_in_headless_chromium(tmp_path):
     assert pixels.shape == (1600, 1200)
     assert pixels.std() > 20 and (pixels < 128).mean() > 0.01         # not blank: text, axes and curves drawn
     assert page.name == INDEX
+
+
+def test_many_runs(tmp_path):
+    """Past 8 runs the curves and outcome bars are grouped by proposer (labels stay readable); every run is listed."""
+    st = MemoryStore()
+    for i in range(10):
+        run_id = f"{'random' if i % 2 else 'evolution'}-s{i}"
+        st.put_run(RunRecord(run_id=run_id, space="nb201", proposer=run_id.split("-")[0], proposer_settings={},
+                             evaluator="tabular", recipe={}, recipe_hash="r" * 64, seed=i))
+        for seq in range(3):
+            st.record_trial(TrialRecord(run_id=run_id, seq=seq, proposer="random", raw="x", status=TrialStatus.COMPLETE,
+                                        canonical=f"a{i}-{seq}", arch_hash=f"{i}{seq}" + "0" * 62, recipe_hash="r" * 64,
+                                        metrics={VAL_ACC: 80.0 + i + seq, TEST_ACC: 79.0 + seq, PARAMS_M: 1.0 + seq,
+                                                 FLOPS_M: 10.0 * (seq + 1)}))
+    text = write_report(st, tmp_path).read_text()
+    assert text.count("<td class=t>nb201</td>") == 10 and "llm_calls" not in text
+    assert (tmp_path / "best_so_far.png").stat().st_size > 10_000
