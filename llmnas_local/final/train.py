@@ -230,8 +230,9 @@ def _train_locked(store: BaseStore, trial: TrialRecord, space_name: str, ds, con
         if not math.isfinite(train_loss):
             from llmnas_local.evaluators.proxy import Diverged
 
-            raise Diverged(f"diverged: the training loss is {train_loss} in epoch {epoch + 1}; the checkpoint of "
-                           f"epoch {state['epoch']} is kept; try a lower --lr")
+            kept = f"the checkpoint of epoch {state['epoch']} is kept" if state["epoch"] else "no epoch completed"
+            raise Diverged(f"diverged: the training loss is {train_loss} in epoch {epoch + 1}; {kept}; try a lower "
+                           f"--lr")
         val = accuracy(model, data.x_val, data.y_val, amp)
         epoch_s = time.perf_counter() - t0
         epoch_times.append(epoch_s)

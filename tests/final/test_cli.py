@@ -66,3 +66,10 @@ def test_train_then_top_show_export_report(digits_store, tmp_path):
     assert exported.exit_code == 0 and (tmp_path / "m" / "model.torchscript.pt").is_file()
     report = run("report", path, "--out", tmp_path / "r")
     assert report.exit_code == 0 and (tmp_path / "r" / "index.html").is_file()
+
+
+def test_divergence_is_one_line_and_exit_1(digits_store):
+    path, _ = digits_store
+    r = run("train", path, "--best", "--epochs", 1, "--lr", 1e12, "-q")
+    assert r.exit_code == 1 and r.output.strip() == ("Error: diverged: the training loss is nan in epoch 1; no epoch "
+                                                     "completed; try a lower --lr"), r.output
