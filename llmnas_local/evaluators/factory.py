@@ -23,7 +23,7 @@ def create_evaluator(space: BaseSpace | str, *, data: Any = "digits", recipe: Ma
                      table: str | None = None, preset: str | None = "cifar10",
                      table_options: Mapping[str, Any] | None = None, max_params_m: float | None = None,
                      max_flops_m: float | None = None, on_fit: Callable[[str], None] | None = None,
-                     machine: Any = None, **settings: Any) -> BaseEvaluator:
+                     machine: Any = None, executor: Any = None, **settings: Any) -> BaseEvaluator:
     """The evaluator of ``space`` (an instance or a registered name).
 
     Table look-up (``space.tabular``): ``table`` (the CSV, required), ``preset`` (None or ``"none"``: give the four
@@ -32,10 +32,19 @@ def create_evaluator(space: BaseSpace | str, *, data: Any = "digits", recipe: Ma
     (:class:`~llmnas_local.evaluators.proxy.TrainingConfig` fields), ``settings`` (the evaluator's settings that do not
     change a result: ``time_limit_s``, ``threads``...), ``machine`` (a :class:`~llmnas_local.evaluators.fit.Machine`;
     None: this one, on the recipe's device) and ``on_fit`` (called with two lines saying which proxy settings and caps
-    the fit chose and why). Both: the caps (None: the fitted default, if any).
+    the fit chose and why). Both: the caps (None: the fitted default, if any), and ``executor`` (None or "local":
+    evaluations in this process; "ray", a mapping or an
+    :class:`~llmnas_local.evaluators.ray_executor.ExecutorConfig`: as Ray tasks, the same recipe).
     Raises ValueError for options the space's kind of evaluation does not take.
     """
     space = get_space(space) if isinstance(space, str) else space
+    if executor is not None:
+        from llmnas_local.evaluators.ray_executor import ExecutorConfig, create_ray_evaluator
+
+        if ExecutorConfig.from_mapping(executor).kind == "ray":
+            return create_ray_evaluator(space, executor, data=data, recipe=recipe, table=table, preset=preset,
+                                        table_options=table_options, max_params_m=max_params_m,
+                                        max_flops_m=max_flops_m, on_fit=on_fit, machine=machine, **settings)
     if space.tabular:
         return _tabular(space, table, preset, dict(table_options or {}), recipe, settings, max_params_m, max_flops_m)
     given = [k for k, v in (("table", table), *(table_options or {}).items()) if v is not None]

@@ -1,0 +1,81 @@
+"""The Ray executor's settings, its CLI flags, the install hint without Ray, and a search on a Ray instance of this
+process (real Ray, real table) that gives the local executor's records."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from llmnas_local.cli.main import cli
+from llmnas_local.evaluators.ray_executor import INSTALL_HINT, ExecutorConfig, import_ray, resolve_device
+
+
+def test_executor_config_is_checked():
+    assert ExecutorConfig.from_mapping(None) == ExecutorConfig()
+    assert ExecutorConfig.from_mapping("ray").kind == "ray"
+    cfg = ExecutorConfig.from_mapping({"kind": "ray", "address": "auto", "gpus_per_trial": 0.25})
+    assert (cfg.address, cfg.gpus_per_trial, cfg.cpus_per_trial) == ("auto", 0.25, 1.0)
+    for bad, match in [({"kind": "dask"}, "executor must be one of local, ray"),
+                       ({"kind": "ray", "cpus_per_trial": 0}, "cpus_per_trial must be a positive"),
+                       ({"kind": "ray", "gpus_per_trial": -1}, "gpus_per_trial must be a number"),
+                       ({"kind": "ray", "gpus_per_trial": 1.5}, "whole number"),
+                       ({"kind": "local", "address": "auto"}, "are for the ray executor"),
+                       ({"kind": "ray", "nodes": 2}, "unknown key")]:
+        with pytest.raises(ValueError, match=match):
+            ExecutorConfig.from_mapping(bad)
+
+
+def test_the_device_is_where_trials_train_not_the_driver():
+    ray_cpu, ray_gpu = ExecutorConfig("ray"), ExecutorConfig("ray", gpus_per_trial=0.5)
+    assert resolve_device("auto", ray_cpu) == "cpu"
+    assert resolve_device("auto", ray_gpu) == "cuda"
+    assert resolve_device("cpu", ray_gpu) == "cpu"
+    with pytest.raises(ValueError, match="--gpus-per-trial"):
+        resolve_device("cuda", ray_cpu)
+
+
+def test_without_ray_the_executor_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)        # import ray now raises ImportError
+    with pytest.raises(ValueError, match="pip install 'llmnas_local\\[ray\\]'"):
+        import_ray("auto")
+    result = CliRunner().invoke(cli, ["search", "--space", "nb201", "--table", str(tmp_path / "t.csv"),
+                                      "--executor", "ray", "--store", str(tmp_path / "s"), "-q"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == f"Error: {INSTALL_HINT}"
+
+
+def test_ray_flags_need_the_ray_executor(tmp_path):
+    result = CliRunner().invoke(cli, ["search", "--space", "nb201", "--table", str(tmp_path / "t.csv"),
+                                      "--gpus-per-trial", "0.5", "--store", str(tmp_path / "s"), "-q"])
+    assert result.exit_code == 2
+    assert "--gpus-per-trial is for --executor ray" in result.output
+
+
+@pytest.mark.slow
+def test_a_search_on_a_local_ray_instance_is_the_local_search(nb201_csv, tmp_path):
+    pytest.importorskip("ray")
+    from llmnas_local.dsl import get_space
+    from llmnas_local.evaluators import create_evaluator
+    from llmnas_local.proposers import create_proposer
+    from llmnas_local.search import Search
+    from llmnas_local.store import LmdbStore
+
+    space = get_space("nb201-cells")
+    local = create_evaluator(space, table=str(nb201_csv))
+    remote = create_evaluator(space, table=str(nb201_csv), executor="ray")
+    try:
+        assert remote.recipe_hash() == local.recipe_hash() and remote.name == local.name
+        assert remote.columns == local.columns and remote.slots() >= 1
+        out = []
+        for ev, name in ((local, "local"), (remote, "ray")):
+            with LmdbStore(tmp_path / name) as store:
+                search = Search(space, create_proposer("evolution", population=5, tournament=2), ev, store, seed=7)
+                search.run(20, workers=1)
+                out.append([(t.canonical, t.status, t.metrics) for t in store.trials(search.run_id)])
+        assert out[0] == out[1] and len(out[0]) >= 20
+    finally:
+        remote.close()
+        import ray
+
+        ray.shutdown()
