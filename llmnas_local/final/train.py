@@ -223,16 +223,13 @@ def _train_locked(store: BaseStore, trial: TrialRecord, space_name: str, ds, con
             loss_sum += loss.detach()
             if time.perf_counter() - shown > PROGRESS_EVERY_S:       # long epochs (CIFAR on a CPU): a line now and then
                 shown = time.perf_counter()
+                running = float(loss_sum) / (i + 1)
+                _check_finite(running, epoch, state["epoch"])
                 left = (steps - i - 1) * (shown - t0) / (i + 1)
-                log(f"  epoch {epoch + 1}/{config.epochs}  step {i + 1}/{steps}  loss {float(loss_sum) / (i + 1):.4f}"
+                log(f"  epoch {epoch + 1}/{config.epochs}  step {i + 1}/{steps}  loss {running:.4f}"
                     f"  epoch ends in {_duration(left)}")
         train_loss = float(loss_sum) / steps
-        if not math.isfinite(train_loss):
-            from llmnas_local.evaluators.proxy import Diverged
-
-            kept = f"the checkpoint of epoch {state['epoch']} is kept" if state["epoch"] else "no epoch completed"
-            raise Diverged(f"diverged: the training loss is {train_loss} in epoch {epoch + 1}; {kept}; try a lower "
-                           f"--lr")
+        _check_finite(train_loss, epoch, state["epoch"])
         val = accuracy(model, data.x_val, data.y_val, amp)
         epoch_s = time.perf_counter() - t0
         epoch_times.append(epoch_s)
@@ -262,6 +259,16 @@ def _train_locked(store: BaseStore, trial: TrialRecord, space_name: str, ds, con
     log(f"done: val_acc {metrics[VAL_ACC]:.2f} (epoch {record.best_epoch}), test_acc {test:.2f}, "
         f"{_duration(state['train_s'])} of training; weights {directory / WEIGHTS}")
     return record
+
+
+def _check_finite(loss: float, epoch: int, saved: int) -> None:
+    """Raise Diverged (one line) if the training loss of 0-based ``epoch`` is not finite; ``saved``: the epochs the
+    checkpoint holds."""
+    if not math.isfinite(loss):
+        from llmnas_local.evaluators.proxy import Diverged
+
+        kept = f"the checkpoint of epoch {saved} is kept" if saved else "no epoch completed"
+        raise Diverged(f"diverged: the training loss is {loss} in epoch {epoch + 1}; {kept}; try a lower --lr")
 
 
 def augment_batch(x, augment: str, pad: int, gen):
