@@ -70,6 +70,16 @@ DEFAULT_PROPOSER = {"nb201": "llm-edit", "cnn": "llm"}
 @click.option("--workers", default="1", show_default=True, callback=lambda ctx, param, v: _parse_workers(v),
               help="Evaluations in parallel, or auto: on a GPU as many trainings as its free memory holds at their "
                    "measured peaks, on the CPU one per 2 cores (1 on 2 cores); the choice is printed.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where evaluations run: this machine, or a Ray cluster (each trial a Ray task; the proposer, "
+                   "the LLM and the store stay here). Results and the run id do not depend on it.")
+@click.option("--ray-address", default=None,
+              help="--executor ray: auto (the cluster this machine is a node of) or HOST:PORT of the head node "
+                   "[default: $RAY_ADDRESS, else a Ray instance on this machine].")
+@click.option("--gpus-per-trial", default=None, type=click.FloatRange(min=0),
+              help="--executor ray: GPUs of one trial; a fraction (0.25) packs trials on one GPU [default: 0].")
+@click.option("--cpus-per-trial", default=None, type=click.FloatRange(min=0, min_open=True),
+              help="--executor ray: CPUs of one trial (its torch threads) [default: 1].")
 @click.option("--lookahead", default=None, type=click.IntRange(min=0),
               help="Proposals made ahead while a training runs (one worker): a trial then takes about max(propose, "
                    "train), not their sum. Exact on resume; the proposer does not see the last N evaluations, so N > 0 "
@@ -119,7 +129,9 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
            memory_window: int | None, elites: int, improver: bool, distinct: bool, temperature: float | None,
            quiet: bool, val_column: str | None = None, test_column: str | None = None,
            params_column: str | None = None, flops_column: str | None = None, num_classes: int | None = None,
-           llm_timeout: float | None = None, lookahead: int | None = None, objective: str = "acc") -> None:
+           llm_timeout: float | None = None, lookahead: int | None = None, objective: str = "acc",
+           executor: str = "local", ray_address: str | None = None, gpus_per_trial: float | None = None,
+           cpus_per_trial: float | None = None) -> None:
     """Search SPACE with PROPOSER until BUDGET distinct evaluations; print the best architecture."""
     from llmnas_local.dsl import get_space
     from llmnas_local.llm import BackendSpec
@@ -139,7 +151,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
                                   workers=1 if workers == "auto" else workers,
                                   val_column=val_column, test_column=test_column, params_column=params_column,
                                   flops_column=flops_column, num_classes=num_classes,
-                                  on_fit=None if quiet else lambda text: click.echo(text, err=True))
+                                  on_fit=None if quiet else lambda text: click.echo(text, err=True),
+                                  executor=_executor(executor, ray_address, gpus_per_trial, cpus_per_trial))
     caps = {"max_params_m": evaluator.constraints.max_params_m, "max_flops_m": evaluator.constraints.max_flops_m}
     settings: dict = {}
     if proposer in ("evolution", "llm-evo", "llm-edit"):
@@ -170,6 +183,10 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
         done = study.num_evaluated
         if done:
             click.echo(f"resuming run {study.run_id}: {done} evaluations already in {store}", err=True)
+        if workers == "auto" and executor == "ray":
+            workers = evaluator.slots()
+            if not quiet:
+                click.echo(f"--workers auto: {workers} trials at once (what the Ray cluster's resources hold)", err=True)
         if workers == "auto":
             workers = _auto_workers(evaluator, st, study, proposer in LLM_PROPOSERS and llm_backend == "transformers",
                                     quiet)
@@ -212,7 +229,8 @@ def _backend_settings(llm_backend: str, vllm_python: str | None, llm_timeout: fl
 def _create_evaluator(space, *, data: str, table: str | None, preset: str, train_seed: int, epochs: int | None,
                       lr: float | None, batch_size: int | None, input_size: int | None, train_size: int | None,
                       val_size: int | None, test_size: int | None, max_params_m: float | None,
-                      max_flops_m: float | None, device: str, timeout: float, workers: int, on_fit=None, **columns):
+                      max_flops_m: float | None, device: str, timeout: float, workers: int, on_fit=None,
+                      executor=None, **columns):
     """The search's evaluator, as ``llmnas bench`` builds it (:func:`llmnas_local.evaluators.create_evaluator`, with
     the proxy settings fitted to the machine and the data, which ``on_fit`` is told); an option the space's kind of
     evaluation does not take is a UserError."""
@@ -225,7 +243,7 @@ def _create_evaluator(space, *, data: str, table: str | None, preset: str, train
             raise UserError(f"--space {space.name} evaluates by table lookup: give --table PATH (a NAS-Bench-201 "
                             f"CSV)")
         return create_evaluator(space, table=table, preset=preset, table_options={**columns, "input_size": input_size},
-                                **caps)
+                                executor=executor, **caps)
     if table is not None or columns:
         flag = "--table" if table is not None else "--" + next(iter(columns)).replace("_", "-")
         raise UserError(f"{flag} is for --space nb201, not {space.name}")
@@ -234,7 +252,18 @@ def _create_evaluator(space, *, data: str, table: str | None, preset: str, train
                  "resolution": input_size, "split_seed": train_seed}
     return create_evaluator(space, data=data_spec, recipe={**recipe, "seed": train_seed, "device": device},
                             time_limit_s=timeout, threads=_threads_per_worker(workers),
-                            on_fit=on_fit, **caps)
+                            on_fit=on_fit, executor=executor, **caps)
+
+
+def _executor(kind: str, address: str | None, gpus: float | None, cpus: float | None) -> dict | None:
+    """The executor settings of ``create_evaluator`` (None: local); the Ray flags without --executor ray are refused."""
+    if kind == "local":
+        given = [f for f, v in (("--ray-address", address), ("--gpus-per-trial", gpus), ("--cpus-per-trial", cpus))
+                 if v is not None]
+        if given:
+            raise UserError(f"{given[0]} is for --executor ray")
+        return None
+    return {"kind": kind, "address": address, "gpus_per_trial": gpus or 0.0, "cpus_per_trial": cpus or 1.0}
 
 
 def _parse_workers(value: str) -> int | str:
