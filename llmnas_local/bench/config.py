@@ -10,6 +10,8 @@ A grid file (``benchmarks/grids/*.toml``)::
     reference = "evolution"            # paired comparisons are against this entry (default: evolution if present)
     more_references = ["llm"]          # and against these too, a table each (an ablation grid: the full proposer)
     band = "ci95"                      # curve plot band: "ci95" (95% t-interval of the mean) or "std"
+    workers = 1                        # evaluations of a run in flight at once
+    executor = {kind = "ray", address = "auto", cpus_per_trial = 1, gpus_per_trial = 0.25}   # or "local" (default)
     max_stall = 200                    # a run stops (stalled) after this many known or invalid proposals in a row
 
     [space]
@@ -152,6 +154,8 @@ class BenchConfig:
     more_references: tuple[str, ...] = ()     # further entries the others are compared with, a table each
     band: str = "ci95"
     max_stall: int = 200                      # Search(max_stall=...): known or invalid proposals in a row
+    workers: int = 1                          # evaluations of a run in flight (Search.run(workers=...))
+    executor: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)   # ExecutorConfig fields ({}: local)
     bootstrap_resamples: int = 10_000
     bootstrap_seed: int = 0
     published: dict[str, dict[int, tuple[float, float, int]]] = dataclasses.field(default_factory=dict, hash=False)
@@ -190,6 +194,14 @@ class BenchConfig:
                             f"CSV)")
         if self.max_stall < 1:
             raise GridError("max_stall must be at least 1")
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
+            raise GridError(f"workers must be a positive integer, got {self.workers!r}")
+        from llmnas_local.evaluators.ray_executor import ExecutorConfig
+
+        try:
+            ExecutorConfig.from_mapping(self.executor)
+        except (TypeError, ValueError) as e:
+            raise GridError(f"executor: {e}") from None
         if self.bootstrap_resamples < 100:
             raise GridError("bootstrap_resamples must be at least 100")
 
@@ -210,7 +222,7 @@ class BenchConfig:
         return {"name": self.name, "entries": [e.to_json() for e in self.entries], "seeds": list(self.seeds),
                 "space": self.space.to_json(), "budgets": list(self.report_budgets), "max_budget": self.max_budget,
                 "reference": self.reference, "more_references": list(self.more_references), "band": self.band,
-                "max_stall": self.max_stall,
+                "max_stall": self.max_stall, "workers": self.workers, "executor": dict(self.executor),
                 "bootstrap_resamples": self.bootstrap_resamples, "bootstrap_seed": self.bootstrap_seed,
                 "published": {e: {str(b): list(v) for b, v in p.items()} for e, p in self.published.items()}}
 
@@ -313,7 +325,7 @@ def _published(raw: Any) -> dict[str, dict[int, tuple[float, float, int]]]:
 
 
 _TOP = {"name", "entries", "seeds", "space", "budgets", "max_budget", "reference", "more_references", "band",
-        "max_stall", "bootstrap_resamples", "bootstrap_seed", "published"}
+        "max_stall", "workers", "executor", "bootstrap_resamples", "bootstrap_seed", "published"}
 
 
 def config_from_dict(raw: Mapping[str, Any], base: Path | None = None, default_name: str | None = None) -> BenchConfig:
@@ -334,9 +346,19 @@ def config_from_dict(raw: Mapping[str, Any], base: Path | None = None, default_n
                        seeds=parse_seeds(raw.get("seeds", 3)), space=_space(raw.get("space", {}), base),
                        budgets=budgets, max_budget=max_budget, reference=reference, more_references=tuple(more),
                        band=raw.get("band", "ci95"),
-                       max_stall=int(raw.get("max_stall", 200)),
+                       max_stall=int(raw.get("max_stall", 200)), workers=raw.get("workers", 1),
+                       executor=_executor(raw.get("executor", {})),
                        bootstrap_resamples=int(raw.get("bootstrap_resamples", 10_000)),
                        bootstrap_seed=int(raw.get("bootstrap_seed", 0)), published=_published(raw.get("published", {})))
+
+
+def _executor(raw: Any) -> dict[str, Any]:
+    """A grid's ``executor``: a kind ("local", "ray") or a table of ExecutorConfig fields."""
+    if isinstance(raw, str):
+        return {"kind": raw}
+    if not isinstance(raw, Mapping):
+        raise GridError(f"executor: expected a kind or a table (kind = \"ray\", address = ...), got {raw!r}")
+    return dict(raw)
 
 
 def load_grid(path: str | os.PathLike) -> BenchConfig:

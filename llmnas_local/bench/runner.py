@@ -153,7 +153,7 @@ class BenchRunner:
         self._backends: dict[Any, Any] = {}          # BackendSpec -> its backend, shared by the entries naming it
         self._model_paths: set[str] = set()
         self.space = create_space(config.space)
-        self.evaluator = create_evaluator(config.space)
+        self.evaluator = create_evaluator(config.space, executor=config.executor or None)
         self.recipe_hash = self.evaluator.recipe_hash()
         self._warm_up()
         self.runs_path = self.out_dir / RUNS_FILE
@@ -267,8 +267,7 @@ class BenchRunner:
         self.executed.append(run_id)
         t0 = time.perf_counter()
         try:
-            while (pending := search.ask(self.config.max_budget)) is not None:
-                search.tell(pending, search.evaluate(pending))
+            search.run(self.config.max_budget, workers=self.config.workers)
         except SearchStalled as e:
             meta["stalled"] = str(e)
             self.progress("stalled", {"run_id": run_id, "error": str(e)})

@@ -27,13 +27,14 @@ def create_space(cfg: SpaceConfig) -> BaseSpace:
     return space
 
 
-def create_evaluator(cfg: SpaceConfig):
-    """The evaluator of the grid: :func:`llmnas_local.evaluators.create_evaluator`, as ``llmnas search`` builds it."""
+def create_evaluator(cfg: SpaceConfig, executor: Any = None):
+    """The evaluator of the grid: :func:`llmnas_local.evaluators.create_evaluator`, as ``llmnas search`` builds it
+    (``executor``: the grid's, where its trials run)."""
     from llmnas_local.evaluators import create_evaluator as create
 
     return create(cfg.name, data=cfg.data, recipe=cfg.recipe, table=cfg.table, preset=cfg.preset,
                   table_options={k: getattr(cfg, k) for k in TABLE_KEYS}, max_params_m=cfg.max_params_m,
-                  max_flops_m=cfg.max_flops_m, **cfg.evaluator)
+                  max_flops_m=cfg.max_flops_m, executor=executor, **cfg.evaluator)
 
 
 def describe_protocol(cfg: SpaceConfig, evaluator: Any) -> dict[str, Any]:

@@ -79,3 +79,37 @@ def test_a_search_on_a_local_ray_instance_is_the_local_search(nb201_csv, tmp_pat
         import ray
 
         ray.shutdown()
+
+
+def test_a_grid_names_its_executor_and_workers(nb201_csv):
+    from llmnas_local.bench.config import GridError, config_from_dict
+
+    raw = {"name": "g", "entries": [{"name": "random"}], "space": {"name": "nb201", "table": str(nb201_csv)}}
+    cfg = config_from_dict({**raw, "workers": 2, "executor": {"kind": "ray", "gpus_per_trial": 0.5}})
+    assert (cfg.workers, cfg.executor) == (2, {"kind": "ray", "gpus_per_trial": 0.5})
+    assert cfg.to_json()["executor"] == {"kind": "ray", "gpus_per_trial": 0.5}
+    assert config_from_dict({**raw, "executor": "ray"}).executor == {"kind": "ray"}
+    for bad, match in [({"workers": 0}, "workers must be a positive integer"),
+                       ({"executor": {"kind": "ray", "gpus": 1}}, "executor: executor: unknown key"),
+                       ({"executor": 3}, "executor: expected a kind or a table")]:
+        with pytest.raises(GridError, match=match):
+            config_from_dict({**raw, **bad})
+
+
+@pytest.mark.slow
+def test_a_grid_on_ray_gives_the_local_grid(nb201_csv, tmp_path):
+    pytest.importorskip("ray")
+    from llmnas_local.bench.config import config_from_dict
+    from llmnas_local.bench.runner import BenchRunner
+
+    raw = {"name": "g", "seeds": 2, "budgets": [5, 10], "entries": [{"name": "random"}, {"name": "evolution",
+           "settings": {"population": 4, "tournament": 2}}], "space": {"name": "nb201", "table": str(nb201_csv)}}
+    try:
+        local = BenchRunner(config_from_dict(raw), tmp_path / "local").run()
+        remote = BenchRunner(config_from_dict({**raw, "executor": "ray"}), tmp_path / "ray").run()
+    finally:
+        import ray
+
+        ray.shutdown()
+    assert len(local) == 4
+    assert [(r.run_id, r.curve_test, r.counts) for r in remote] == [(r.run_id, r.curve_test, r.counts) for r in local]
