@@ -36,7 +36,7 @@ class _Slot:
 
     pending: PendingTrial | None = None
     verdict: Verdict | None = None
-    future: cf.Future | None = None
+    future: cf.Future | None = None     # its evaluation, queued on the one-thread pool when it is proposed
     recorded: bool = False
     is_eval: bool = False
 
@@ -47,7 +47,6 @@ class LookaheadLoop:
     def __init__(self, search: Search):
         self.search, self.lookahead = search, search.lookahead
         self.slots: collections.deque[_Slot] = collections.deque(self._replay())
-        self._running: _Slot | None = None
         self._view: tuple[int, HistoryView] | None = None
         self._pool: cf.ThreadPoolExecutor | None = None
 
@@ -60,9 +59,9 @@ class LookaheadLoop:
                     while True:
                         self._flush(self.lookahead)
                         pending = s.ask(budget)
-                        if pending is not None:
-                            self.slots.append(_Slot(pending=pending, is_eval=True))
-                            self._start_next()
+                        if pending is not None:   # queued at once: the worker never waits for the main thread
+                            future = self._pool.submit(s.evaluate, pending)
+                            self.slots.append(_Slot(pending=pending, future=future, is_eval=True))
                         elif any(slot.pending is not None for slot in self.slots):
                             self._flush(0)           # the budget is reached: record the rest (retries may follow)
                         else:
@@ -128,21 +127,10 @@ class LookaheadLoop:
         while self.slots and (not self.slots[0].is_eval or self._open() > keep):
             slot = self.slots[0]
             if slot.pending is not None:
-                self._start_next()
                 outcome = slot.future.result()
-                self._start_next()           # the worker is free: the next evaluation starts before this is recorded
                 self.slots.popleft()
                 s.tell(slot.pending, outcome)
             else:
                 self.slots.popleft()
                 if not slot.recorded:
                     s._record_verdict(slot.verdict)
-
-    def _start_next(self) -> None:
-        """Start the oldest evaluation not started, unless one runs."""
-        if self._running is not None and not self._running.future.done():
-            return
-        slot = next((x for x in self.slots if x.pending is not None and x.future is None), None)
-        self._running = slot
-        if slot is not None:
-            slot.future = self._pool.submit(self.search.evaluate, slot.pending)

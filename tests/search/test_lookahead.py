@@ -136,6 +136,34 @@ def test_lookahead_overlaps_proposing_with_evaluating():
     assert walls[0] > 1.2 and walls[1] < 0.8 * walls[0], walls
 
 
+def test_queued_evaluations_run_while_the_proposer_writes():
+    """A proposer of 2 candidates a call and a lookahead of 2: its call overlaps both open evaluations, so the second
+    starts (the worker never waits for the main thread) while the proposer is still writing."""
+    writing = threading.Event()
+
+    class FakeBatchProposer(BaseProposer):
+        name = "fake-batch"
+        calls = 0
+
+        def propose(self, history, n, rng):
+            writing.set()
+            time.sleep(0.3)
+            writing.clear()
+            self.calls += 1
+            return [Proposal(SPACE.sample(random.Random(f"batch:{self.calls}:{i}"))) for i in range(2)]
+
+    class FakeWatchingEvaluator(FakeSlowEvaluator):
+        started_while_writing: list[bool] = []
+
+        def evaluate(self, space, spec):
+            self.started_while_writing.append(writing.is_set())
+            return super().evaluate(space, spec)
+
+    ev = FakeWatchingEvaluator(fixed_s=0.05)
+    search(MemoryStore(), FakeBatchProposer(), ev, lookahead=2).run(budget=8)
+    assert len(ev.calls) == 8 and sum(ev.started_while_writing) >= 5, ev.started_while_writing
+
+
 def test_the_budget_is_never_passed_not_even_by_a_proposal():
     prop = FakePoolProposer(distinct=True)
     ev = FakeSlowEvaluator(0)
