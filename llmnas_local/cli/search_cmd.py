@@ -186,7 +186,8 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
         if workers == "auto" and executor == "ray":
             workers = evaluator.slots()
             if not quiet:
-                click.echo(f"--workers auto: {workers} trials at once (what the Ray cluster's resources hold)", err=True)
+                click.echo(f"--workers auto: {workers} trials at once (what the Ray cluster's resources hold)",
+                           err=True)
         if workers == "auto":
             workers = _auto_workers(evaluator, st, study, proposer in LLM_PROPOSERS and llm_backend == "transformers",
                                     quiet)

@@ -42,8 +42,8 @@ def create_evaluator(space: BaseSpace | str, *, data: Any = "digits", recipe: Ma
         from llmnas_local.evaluators.ray_executor import ExecutorConfig, create_ray_evaluator
 
         if ExecutorConfig.from_mapping(executor).kind == "ray":
-            return create_ray_evaluator(space, executor, data=data, recipe=recipe, table=table, preset=preset,
-                                        table_options=table_options, max_params_m=max_params_m,
+            return create_ray_evaluator(create_evaluator, space, executor, data=data, recipe=recipe, table=table,
+                                        preset=preset, table_options=table_options, max_params_m=max_params_m,
                                         max_flops_m=max_flops_m, on_fit=on_fit, machine=machine, **settings)
     if space.tabular:
         return _tabular(space, table, preset, dict(table_options or {}), recipe, settings, max_params_m, max_flops_m)

@@ -31,7 +31,7 @@ import math
 import os
 import threading
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from llmnas_local.dsl.base import BaseSpace
 from llmnas_local.evaluators.base import BaseEvaluator
@@ -128,15 +128,14 @@ def connect(config: ExecutorConfig) -> Any:
     return ray
 
 
-def create_ray_evaluator(space: BaseSpace, executor: "ExecutorConfig | Mapping[str, Any] | str",
-                         **kwargs: Any) -> "RayEvaluator":
-    """The evaluator :func:`~llmnas_local.evaluators.create_evaluator` builds from ``kwargs``, its trials run by Ray.
+def create_ray_evaluator(create: Callable[..., BaseEvaluator], space: BaseSpace,
+                         executor: "ExecutorConfig | Mapping[str, Any] | str", **kwargs: Any) -> "RayEvaluator":
+    """The evaluator ``create`` (:func:`~llmnas_local.evaluators.create_evaluator`, handed over by it) builds from
+    ``kwargs``, its trials run by Ray.
 
     Ray is connected first (no data is read for a cluster that is not there). A training's ``device`` "auto" and its
     fitted proxy are decided here, for what a trial gets (its CPUs, a GPU share), not for the driver's machine; the
     nodes build their evaluator from the same arguments, so the same recipe."""
-    from llmnas_local.evaluators.factory import create_evaluator
-
     config = ExecutorConfig.from_mapping(executor)
     connect(config)
     if not space.tabular:
@@ -147,15 +146,15 @@ def create_ray_evaluator(space: BaseSpace, executor: "ExecutorConfig | Mapping[s
         kwargs["recipe"] = recipe
         if kwargs.get("machine") is None:
             kwargs["machine"] = Machine(recipe["device"].split(":")[0], max(1, int(config.cpus_per_trial)))
-    local = create_evaluator(space, **kwargs)
+    local = create(space, **kwargs)
     build = {k: v for k, v in kwargs.items() if k != "on_fit"}
-    return RayEvaluator(local, {"space": space, **build}, config)
+    return RayEvaluator(local, {"create": create, "space": space, **build}, config)
 
 
 class RayEvaluator(BaseEvaluator):
-    """``local`` (the evaluator built on the driver) with its ``evaluate`` run as Ray tasks. ``build``: the
-    keyword arguments of :func:`~llmnas_local.evaluators.create_evaluator` that built ``local`` (the tasks build
-    theirs from them). Thread-safe: concurrent ``evaluate`` calls are concurrent tasks."""
+    """``local`` (the evaluator built on the driver) with its ``evaluate`` run as Ray tasks. ``build``: ``create``
+    (the factory) and the keyword arguments it built ``local`` from (the tasks build theirs with them).
+    Thread-safe: concurrent ``evaluate`` calls are concurrent tasks."""
 
     def __init__(self, local: BaseEvaluator, build: Mapping[str, Any], config: ExecutorConfig):
         if config.kind != "ray":
@@ -249,17 +248,17 @@ def _node_evaluator(key: str, build: dict[str, Any]) -> BaseEvaluator:
     old = _NODE.pop("evaluator", None)
     if old is not None:
         old.close()
-    from llmnas_local.evaluators.factory import create_evaluator
-
-    evaluator = create_evaluator(**build)
+    settings = dict(build)
+    evaluator = settings.pop("create")(**settings)
     if hasattr(evaluator, "threads"):      # a training evaluator: torch threads = the trial's CPUs (not the driver's)
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         evaluator.threads = max(1, int(cpus))
     expected = key.split(":", 1)[1]
     if evaluator.recipe_hash() != expected:
         node = ray.get_runtime_context().get_node_id()
-        raise ValueError(f"node {node[:12]} evaluates under another recipe than the driver ({evaluator.recipe_hash()[:12]} "
-                         f"vs {expected[:12]}): its data differ; give every node the same data set")
+        raise ValueError(f"node {node[:12]} evaluates under another recipe than the driver "
+                         f"({evaluator.recipe_hash()[:12]} vs {expected[:12]}): its data differ; give every node the "
+                         f"same data set")
     _NODE.update(key=(key, gpus), evaluator=evaluator)
     return evaluator
 

@@ -127,8 +127,8 @@ def test_nb201_goes_on_when_a_node_dies(cluster, nb201_csv, tmp_path):
 
     budget = 150
     store, log = tmp_path / "ray", tmp_path / "ray.log"
-    proc = cluster.popen([*LLMNAS, *nb201_args(nb201_csv, seed=4, budget=budget, space="nb201-cells"), *ray_args(cluster, 2),
-                          "--store", str(store)], log)
+    args = nb201_args(nb201_csv, seed=4, budget=budget, space="nb201-cells")
+    proc = cluster.popen([*LLMNAS, *args, *ray_args(cluster, 2), "--store", str(store)], log)
     try:
         wait_for(lambda: len(trials(store)) >= 20, 120, "20 trials", log)
         cluster.kill_node()
