@@ -113,3 +113,30 @@ def test_a_grid_on_ray_gives_the_local_grid(nb201_csv, tmp_path):
         ray.shutdown()
     assert len(local) == 4
     assert [(r.run_id, r.curve_test, r.counts) for r in remote] == [(r.run_id, r.curve_test, r.counts) for r in local]
+
+
+@pytest.mark.slow
+def test_a_node_whose_data_differ_stops_the_search(nb201_csv):
+    pytest.importorskip("ray")
+    import os
+
+    from llmnas_local.dsl import get_space
+    from llmnas_local.evaluators.ray_executor import create_ray_evaluator
+    from llmnas_local.evaluators.tabular import TabularEvaluator
+
+    driver = os.getpid()
+
+    def create(space, *, table, preset, **_):     # the node reads another column than the driver: another recipe
+        return TabularEvaluator(table, preset=preset if os.getpid() == driver else "cifar100")
+
+    space = get_space("nb201-cells")
+    ev = create_ray_evaluator(create, space, "ray", table=str(nb201_csv), preset="cifar10")
+    try:
+        cell = space.parse(space.sample(__import__("random").Random(0)))
+        with pytest.raises(ValueError, match="evaluates under another recipe than the driver"):
+            ev.evaluate(space, cell)
+    finally:
+        ev.close()
+        import ray
+
+        ray.shutdown()
