@@ -40,7 +40,7 @@ from llmnas_local.records import Outcome, TrialStatus
 EXECUTORS = ("local", "ray")
 INSTALL_HINT = "--executor ray needs Ray: pip install 'llmnas_local[ray]' (or pip install ray)"
 LOST = "the worker exited: Ray lost the trial's node or process"     # a TRANSIENT_ERRORS prefix: retried
-_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"     # "0": a Ray instance started here binds to loopback only
+_LOCAL_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"     # "0": Ray's single-machine mode, on loopback
 
 
 class RayMissing(ValueError):
@@ -99,13 +99,8 @@ def resolve_device(device: str, config: ExecutorConfig) -> str:
     return device
 
 
-def import_ray(address: str | None = None) -> Any:
-    """Ray, imported now (RayMissing when it is not installed). Before a first import that will start a local
-    instance, Ray is told to bind it to loopback only."""
-    import sys
-
-    if address is None and "ray" not in sys.modules and not os.environ.get("RAY_ADDRESS"):
-        os.environ.setdefault(_LOCAL_ONLY, "0")
+def import_ray() -> Any:
+    """Ray, imported now (RayMissing when it is not installed)."""
     try:
         import ray
     except ImportError:
@@ -115,13 +110,14 @@ def import_ray(address: str | None = None) -> Any:
 
 def connect(config: ExecutorConfig) -> Any:
     """Connect this process to the cluster of ``config`` (or start a local instance); returns the ray module."""
-    ray = import_ray(config.address)
+    ray = import_ray()
     if not ray.is_initialized():
         options: dict[str, Any] = {"log_to_driver": False, "logging_level": "WARNING"}
-        if config.address is None and not os.environ.get("RAY_ADDRESS"):
-            options.update(include_dashboard=False, num_cpus=os.cpu_count() or 1)
         try:
-            ray.init(address=config.address, **options)
+            if config.address is None and not os.environ.get("RAY_ADDRESS"):
+                _start_local(ray, include_dashboard=False, num_cpus=os.cpu_count() or 1, **options)
+            else:
+                ray.init(address=config.address, **options)
         except ConnectionError as e:
             raise ValueError(f"--ray-address {config.address}: no Ray cluster there ({_first_line(e)}); start one "
                              f"with ray start --head") from None
@@ -149,6 +145,28 @@ def create_ray_evaluator(create: Callable[..., BaseEvaluator], space: BaseSpace,
     local = create(space, **kwargs)
     build = {k: v for k, v in kwargs.items() if k != "on_fit"}
     return RayEvaluator(local, {"create": create, "space": space, **build}, config)
+
+
+def _start_local(ray: Any, **options: Any) -> None:
+    """Start a Ray instance of this machine that listens on loopback only. Ray would take the machine's routed
+    address and listen on every interface; its single-machine mode (what it uses on Windows and macOS: the loopback
+    address) is switched on while it starts, in this process (a private constant, read when the address is chosen)
+    and in the processes it starts (their environment)."""
+    try:
+        from ray._private import ray_constants
+    except ImportError:          # another Ray layout: its own default
+        ray.init(**options)
+        return
+    saved_env, saved = os.environ.get(_LOCAL_ONLY), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[_LOCAL_ONLY], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        ray.init(**options)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(_LOCAL_ONLY, None)
+        else:
+            os.environ[_LOCAL_ONLY] = saved_env
 
 
 class RayEvaluator(BaseEvaluator):

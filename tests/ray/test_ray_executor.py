@@ -38,7 +38,7 @@ def test_the_device_is_where_trials_train_not_the_driver():
 def test_without_ray_the_executor_says_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)        # import ray now raises ImportError
     with pytest.raises(ValueError, match="pip install 'llmnas_local\\[ray\\]'"):
-        import_ray("auto")
+        import_ray()
     result = CliRunner().invoke(cli, ["search", "--space", "nb201", "--table", str(tmp_path / "t.csv"),
                                       "--executor", "ray", "--store", str(tmp_path / "s"), "-q"])
     assert result.exit_code == 2, result.output
@@ -74,6 +74,8 @@ def test_a_search_on_a_local_ray_instance_is_the_local_search(nb201_csv, tmp_pat
                 search.run(20, workers=1)
                 out.append([(t.canonical, t.status, t.metrics) for t in store.trials(search.run_id)])
         assert out[0] == out[1] and len(out[0]) >= 20
+        assert listening_of_descendants() and all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:"))
+                                                  for a in listening_of_descendants())
     finally:
         remote.close()
         import ray
@@ -140,3 +142,28 @@ def test_a_node_whose_data_differ_stops_the_search(nb201_csv):
         import ray
 
         ray.shutdown()
+
+
+def listening_of_descendants() -> list[str]:
+    """Listening TCP addresses of this process's descendants (the Ray instance it started), from ``ss -ltnp``."""
+    import os
+    import re
+    import subprocess
+    from pathlib import Path
+
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    ours, grew = {os.getpid()}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in ours} - ours
+        ours |= new
+        grew = bool(new)
+    ours.discard(os.getpid())
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3] for line in out.splitlines()
+            if any(int(pid) in ours for pid in re.findall(r"pid=(\d+)", line))]
