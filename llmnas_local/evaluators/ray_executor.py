@@ -117,6 +117,7 @@ def connect(config: ExecutorConfig) -> Any:
             if config.address is None and not os.environ.get("RAY_ADDRESS"):
                 _start_local(ray, include_dashboard=False, num_cpus=os.cpu_count() or 1, **options)
             else:
+                _check_reachable(config.address)
                 ray.init(address=config.address, **options)
         except ConnectionError as e:
             raise ValueError(f"--ray-address {config.address}: no Ray cluster there ({_first_line(e)}); start one "
@@ -147,8 +148,23 @@ def create_ray_evaluator(create: Callable[..., BaseEvaluator], space: BaseSpace,
     return RayEvaluator(local, {"create": create, "space": space, **build}, config)
 
 
+def _check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """Fail at once when nothing listens at a HOST:PORT address (Ray would keep trying for minutes)."""
+    import socket
+
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit():
+        return                                  # "auto", ray://..., $RAY_ADDRESS: Ray's own checks
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ValueError(f"--ray-address {address}: no Ray head node answers there ({e.strerror or e}); start one "
+                         f"with ray start --head --port {port}") from None
+
+
 def _start_local(ray: Any, **options: Any) -> None:
-    """Start a Ray instance of this machine that listens on loopback only. Ray would take the machine's routed
+    """Start a Ray instance of this machine that listens on loopback only, its usage statistics off (unless
+    ``$RAY_USAGE_STATS_ENABLED`` says otherwise). Ray would take the machine's routed
     address and listen on every interface; its single-machine mode (what it uses on Windows and macOS: the loopback
     address) is switched on while it starts, in this process (a private constant, read when the address is chosen)
     and in the processes it starts (their environment)."""
@@ -157,6 +173,7 @@ def _start_local(ray: Any, **options: Any) -> None:
     except ImportError:          # another Ray layout: its own default
         ray.init(**options)
         return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")      # nothing leaves the machine
     saved_env, saved = os.environ.get(_LOCAL_ONLY), getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
     os.environ[_LOCAL_ONLY], ray_constants.ENABLE_RAY_CLUSTER = "0", False
     try:

@@ -167,3 +167,17 @@ def listening_of_descendants() -> list[str]:
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     return [line.split()[3] for line in out.splitlines()
             if any(int(pid) in ours for pid in re.findall(r"pid=(\d+)", line))]
+
+
+def test_no_head_at_the_address_is_one_line(nb201_csv, tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:              # a loopback port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(cli, ["search", "--space", "nb201", "--table", str(nb201_csv), "--executor", "ray",
+                                      "--ray-address", f"127.0.0.1:{port}", "--store", str(tmp_path / "s"), "-q"])
+    assert result.exit_code == 2, result.output
+    assert f"--ray-address 127.0.0.1:{port}: no Ray head node answers there" in result.output
+    assert not (tmp_path / "s").exists()
