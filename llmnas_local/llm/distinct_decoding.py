@@ -27,7 +27,8 @@ from typing import Any, Callable, Hashable, Sequence
 
 import torch
 
-from llmnas_local.llm.jump_forward import NO_CLOCK, JumpForward, Row, StepClock, choose, next_scores, warp
+from llmnas_local.llm.jump_forward import (NO_CLOCK, AttentionMask, Forward, GrammarMask, JumpForward, Row, StepClock,
+                                           choose, next_scores, warp)
 
 
 @dataclasses.dataclass
@@ -38,14 +39,13 @@ class _Beam:
     same: Any           # beams alike in this are one: (False, text so far) or (True, the output's identity)
 
 
-def decode_distinct(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                    select_rows: Callable[[torch.Tensor], None], prompt_ids: Sequence[int], n: int, *, compiled,
+def decode_distinct(forward: Forward, select_rows: Callable[[torch.Tensor], None], prompt_ids: Sequence[int], n: int, *, compiled,
                     tokenizer, token_texts: Sequence[str], stop_ids: Sequence[int], pad_id: int, max_tokens: int,
                     temperature: float, top_p: float, guard: Callable[[str], bool] | None = None,
                     identity: Callable[[str], Hashable] | None = None, device: Any = "cpu",
                     clock: StepClock | None = None) -> list[tuple[list[int], str]]:
     """Up to ``n`` distinct completions of a prompt whose KV cache (every prompt token but the last) is held, as one
-    row, by ``forward(input_ids, attention_mask, position_ids) -> logits``; ``select_rows(index)`` makes the cache's
+    row, by ``forward`` (:data:`~llmnas_local.llm.jump_forward.Forward`); ``select_rows(index)`` makes the cache's
     rows those listed in ``index`` (repeats copy a row). ``identity(text)``: what makes two outputs the same (default:
     the text). Fewer than ``n`` only where the grammar admits fewer. Returns ``(token ids, finish reason)`` per
     completion, in sampling order. ``clock``: where the time went."""
@@ -66,22 +66,28 @@ def decode_distinct(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
             return True, row.text
 
     beams, stop = [_Beam(root, 0.0, 0.0, same(root))], set(stop_ids)
-    mask = torch.ones(1, len(prompt_ids) - 1, dtype=torch.long, device=device)
+    attention = AttentionMask(1, len(prompt_ids) - 1, device)
+    grammar = GrammarMask(device) if compiled is not None else None
     clock.lap("setup")
     while any(b.row.finish is None for b in beams):
         live = [b for b in beams if b.row.finish is None]         # the cache's rows, in this order
-        scores, mask = next_scores(forward, [b.row for b in live], mask, compiled=compiled, pad_id=pad_id,
-                                   guard=guard, token_texts=token_texts, temperature=temperature, top_p=top_p,
-                                   device=device, clock=clock)
+        scores = next_scores(forward, [b.row for b in live], attention, grammar=grammar, pad_id=pad_id, guard=guard,
+                             token_texts=token_texts, temperature=temperature, top_p=top_p, device=device, clock=clock)
         log_probs = torch.log_softmax(warp(scores, temperature, top_p) if temperature > 0 else scores, dim=-1)
-        options = [(b.key, b, -1, -1, b.log_p) for b in beams if b.row.finish is not None]
-        for i, b in enumerate(live):
-            tokens = torch.isfinite(log_probs[i]).nonzero().flatten()
+        finite = torch.isfinite(log_probs)
+        counts = finite.sum(dim=1).tolist()
+        picked = []                           # per row: its children's keys, tokens and log-probabilities
+        for i, (b, tokens) in enumerate(zip(live, finite.nonzero()[:, 1].split(counts))):
             log_p = b.log_p + log_probs[i, tokens].double()
             keys = conditioned_gumbel(log_p, b.key) if temperature > 0 else log_p
             top = torch.topk(keys, min(2 * n, len(tokens)))          # spares for children found alike
-            options += [(k, b, i, int(tokens[j]), float(log_p[j])) for k, j in zip(top.values.tolist(),
-                                                                                    top.indices.tolist())]
+            picked.append(torch.stack([top.values, tokens[top.indices].double(), log_p[top.indices]]))
+        keys, tokens, log_ps = torch.cat(picked, dim=1).tolist()     # one copy to the host
+        options = [(b.key, b, -1, -1, b.log_p) for b in beams if b.row.finish is not None]
+        start = 0
+        for i, (b, p) in enumerate(zip(live, picked)):
+            options += [(keys[j], b, i, int(tokens[j]), log_ps[j]) for j in range(start, start + p.shape[1])]
+            start += p.shape[1]
         options.sort(key=lambda o: o[0], reverse=True)
         beams, parents, taken = [], [], set()
         for key, beam, parent, token, log_p in options:
@@ -103,7 +109,7 @@ def decode_distinct(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor]
         if parents:
             index = torch.tensor(parents, dtype=torch.long, device=device)
             select_rows(index)
-            mask = mask[index]
+            attention.keep(index)
             clock.lap("cache")
     return [(b.row.tokens, b.row.finish) for b in beams]
 

@@ -2,11 +2,14 @@
 
 The grammar makes every completion parse; a prefix guard (``Constraint.prefix_guard``) adds what a grammar cannot
 say, such as "the model stays within 25M FLOPs": it is False once no completion of a text can be valid. After
-xgrammar masks the logits, :class:`GuardedGrammarProcessor` checks the tokens the sampler may draw -- the top-p
-nucleus at the call's temperature, or the argmax when greedy -- and masks each whose text fails the guard,
-repeating until every token the sampler may draw passes. The guard is checked on a handful of tokens a step, not
-on the vocabulary. If every token the grammar allows fails (a guard that over-promised), the row keeps the grammar's
-mask alone and the search rejects the result as it would without a guard.
+xgrammar masks the logits, :func:`guard_rows` checks the tokens the sampler may draw -- the top-p nucleus at the
+call's temperature, or the argmax when greedy -- and masks each whose text fails the guard, repeating until every
+token the sampler may draw passes. The guard is checked on a handful of tokens a step, not on the vocabulary, and the
+rows of a batch are checked together: the candidates of all rows reach the host in one copy, the failures return in
+one (the logits stay on their device). If every token the grammar allows fails (a guard that over-promised), the row
+keeps the grammar's mask alone and the search rejects the result as it would without a guard.
+:class:`GuardedGrammarProcessor` does it for transformers' ``generate``; jump-forward decoding calls
+:func:`guard_rows` itself.
 """
 from __future__ import annotations
 
@@ -35,56 +38,74 @@ class GuardedGrammarProcessor:
         else:
             for i, token in enumerate(input_ids[:, -1].tolist()):
                 self.texts[i] += self.token_texts[token]
-        for i, text in enumerate(self.texts):
-            if not self.grammar.matchers[i].is_terminated():
-                self._guard_row(scores[i], text)
+        rows = [i for i in range(len(self.texts)) if not self.grammar.matchers[i].is_terminated()]
+        self.unguarded_rows += guard_rows(scores, rows, [self.texts[i] for i in rows], self.guard, self.token_texts,
+                                          self.temperature, self.top_p)
         return scores
 
-    def _guard_row(self, row: torch.Tensor, text: str) -> None:
-        if not guard_logits(row, text, self.guard, self.token_texts, self.temperature, self.top_p):
-            self.unguarded_rows += 1
+
+def guard_rows(scores: torch.Tensor, rows: Sequence[int], texts: Sequence[str], guard: Callable[[str], bool],
+               token_texts: Sequence[str], temperature: float, top_p: float) -> int:
+    """Mask (in place, on the logits' device) the tokens of grammar-masked logits ``scores[rows[i]]`` that the sampler
+    could draw and whose text, appended to ``texts[i]``, fails ``guard``, until every token it could draw passes.
+    Returns the number of dead ends: rows where every allowed token failed, left as the grammar masked them."""
+    todo = list(range(len(rows)))
+    checked: list[set[int]] = [set() for _ in rows]
+    saved, dead = None, 0
+    while todo:
+        index = [rows[i] for i in todo]
+        failed_rows, failed_tokens, again = [], [], []
+        for i, candidates in zip(todo, sampleable(scores[index], temperature, top_p)):
+            if candidates is None:          # no token allowed: by the grammar, or (dead end) by the guard
+                if checked[i]:              # every allowed token failed: the grammar's mask alone
+                    scores[rows[i]] = saved[rows[i]]
+                    dead += 1
+                continue
+            fresh = [t for t in candidates if t not in checked[i]]
+            checked[i].update(fresh)
+            failures = [t for t in fresh if not guard(texts[i] + token_texts[t])]
+            if failures:
+                failed_rows += [rows[i]] * len(failures)
+                failed_tokens += failures
+                again.append(i)
+        if failed_rows:
+            if saved is None:
+                saved = scores.clone()
+            scores[torch.tensor(failed_rows, device=scores.device),
+                   torch.tensor(failed_tokens, device=scores.device)] = float("-inf")
+        todo = again
+    return dead
 
 
-def guard_logits(row: torch.Tensor, text: str, guard: Callable[[str], bool], token_texts: Sequence[str],
-                 temperature: float, top_p: float) -> bool:
-    """Mask (in place) the tokens of a grammar-masked logits ``row`` that the sampler could draw and whose text,
-    appended to ``text``, fails ``guard``, until every token it could draw passes. False on a dead end (every
-    allowed token fails): ``row`` is then left as the grammar masked it."""
-    allowed = torch.isfinite(row).nonzero().flatten()
-    if allowed.numel() == 0:
-        return True
-    saved = row[allowed].clone()
-    checked: set[int] = set()
-    while True:
-        fresh = [t for t in sampleable(row, allowed, temperature, top_p) if t not in checked]
-        if not fresh:
-            return True
-        for t in fresh:
-            checked.add(t)
-            if not guard(text + token_texts[t]):
-                row[t] = float("-inf")
-        if not torch.isfinite(row[allowed]).any():
-            row[allowed] = saved
-            return False
-
-
-def sampleable(row: torch.Tensor, allowed: torch.Tensor, temperature: float, top_p: float) -> list[int]:
-    """The token ids a sampler can draw from ``row`` (``allowed``: its finite entries): the argmax when greedy, else
-    TopPLogitsWarper's nucleus of ``row / temperature``."""
-    logits = row[allowed]
-    live = torch.isfinite(logits)
+def sampleable(logits: torch.Tensor, temperature: float, top_p: float) -> list[list[int] | None]:
+    """Per row of ``logits``, the token ids a sampler can draw: the argmax when greedy, else the top-p nucleus of
+    ``logits / temperature`` (a hair wider than the sampler's, for rounding); None for a row with no finite logit."""
     if temperature <= 0:
-        return [int(allowed[int(torch.argmax(logits))])]
-    logits, ids = logits[live], allowed[live]
-    order = torch.argsort(logits / temperature)          # ascending, as the warper sorts
-    keep = ~nucleus_tail(logits[order] / temperature, top_p, slack=1e-6)   # a hair wider than the warper: rounding
-    return ids[order[keep]].tolist()
+        best, ids = logits.max(dim=-1)
+        return [None if b == float("-inf") else [t] for b, t in zip(best.tolist(), ids.tolist())]
+    values, ids = top_nucleus(logits / temperature, top_p, slack=1e-6)
+    first = values[:, 0].tolist()
+    ids = ids.masked_fill(values == float("-inf"), -1).tolist()
+    return [None if f == float("-inf") else [t for t in row if t >= 0] for f, row in zip(first, ids)]
 
 
-def nucleus_tail(ascending: torch.Tensor, top_p: float, slack: float = 0.0) -> torch.Tensor:
-    """Of logits sorted ascending along the last dimension, those outside the top-p nucleus, as transformers'
-    TopPLogitsWarper draws it: the tail whose cumulative probability is at most ``1 - top_p - slack``; the most likely
-    token always stays."""
-    tail = torch.softmax(ascending, dim=-1).cumsum(dim=-1) <= (1 - top_p) - slack
-    tail[..., -1] = False
-    return tail
+def top_nucleus(logits: torch.Tensor, top_p: float, slack: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-p nucleus of each row of ``logits`` as transformers' TopPLogitsWarper keeps it -- the fewest most likely
+    tokens whose probability exceeds ``top_p`` (``slack`` wider); the most likely always stays -- found without
+    sorting the vocabulary: ``(values, ids)``, each row's ``k`` largest logits in decreasing order and their token ids,
+    the values outside the nucleus -inf (``k``: as few as hold every row's nucleus)."""
+    vocab = logits.shape[-1]
+    limit = top_p + slack if top_p < 1 else float("inf")      # top_p 1: every allowed token, whatever the rounding
+    total = torch.logsumexp(logits, dim=-1, keepdim=True)
+    k = min(64, vocab)
+    while True:
+        values, ids = torch.topk(logits, k, dim=-1)           # sorted, largest first
+        probs = torch.exp(values - total)
+        before = probs.cumsum(dim=-1) - probs                 # the mass of the more likely tokens
+        # done when each row's k-th token lies outside its nucleus, or is masked (every allowed token is in)
+        if k == vocab or bool(((before[:, -1] >= limit) | (values[:, -1] == float("-inf"))).all()):
+            break
+        k = min(vocab, 4 * k)
+    keep = before < limit
+    keep[:, 0] = True
+    return values.masked_fill(~keep, float("-inf")), ids

@@ -16,28 +16,33 @@ step.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import time
 from typing import Any, Callable, Sequence
 
 import torch
 
 from llmnas_local.llm.base import FINISH_LENGTH, FINISH_STOP
-from llmnas_local.llm.guarded_decoding import guard_logits, nucleus_tail
+from llmnas_local.llm.guarded_decoding import guard_rows, top_nucleus
+
+# forward(input_ids, attention_mask or None, position_ids, last) -> each row's logits at its position last[row]
+Forward = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor, "list[int]"], torch.Tensor]
 
 
 def warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
     """``logits / temperature`` with the tokens outside the top-p nucleus set to -inf (transformers'
     TopPLogitsWarper: the smallest set of most likely tokens whose mass exceeds ``top_p``); ``temperature`` > 0."""
-    logits = logits / temperature
-    ordered, order = torch.sort(logits, dim=-1)                 # ascending
-    return logits.scatter(1, order, ordered.masked_fill(nucleus_tail(ordered, top_p), float("-inf")))
+    values, ids = top_nucleus(logits / temperature, top_p)
+    return torch.full_like(logits, float("-inf")).scatter(1, ids, values)
 
 
 def sample(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """One token id per row: argmax when ``temperature`` is 0, else a draw from the top-p nucleus of ``logits / T``."""
+    """One token id per row: argmax when ``temperature`` is 0, else a draw from the top-p nucleus of ``logits / T``
+    (drawn among the nucleus alone: the vocabulary is never sorted)."""
     if temperature <= 0:
         return logits.argmax(dim=-1)
-    return torch.multinomial(torch.softmax(warp(logits, temperature, top_p), dim=-1), 1).squeeze(1)
+    values, ids = top_nucleus(logits / temperature, top_p)
+    return ids.gather(1, torch.multinomial(torch.softmax(values, dim=-1), 1)).squeeze(1)
 
 
 class StepClock:
@@ -77,6 +82,69 @@ class _NoClock:
 NO_CLOCK = _NoClock()
 
 
+class GrammarMask:
+    """The grammar's bitmask of a decode's rows, on the host in one buffer (pinned on a GPU) kept for the decode:
+    filled by the rows' matchers (in parallel for a batch), copied to the logits' device once a step and applied
+    there (xgrammar's kernel: Triton on a GPU where it works, else torch)."""
+
+    def __init__(self, device: Any):
+        import xgrammar as xgr
+
+        self.device = torch.device(device)
+        self.host: torch.Tensor | None = None
+        self.batch = xgr.BatchGrammarMatcher()
+        if self.device.type == "cpu":
+            self.backend = "cpu"
+        else:
+            self.backend = "triton" if importlib.util.find_spec("triton") else "torch_native"
+
+    def apply(self, scores: torch.Tensor, matchers: Sequence) -> None:
+        """Set to -inf the logits (one row per matcher) of the tokens each matcher forbids."""
+        import xgrammar as xgr
+
+        rows, vocab = scores.shape
+        if self.host is None or self.host.shape[0] < rows:
+            self.host = xgr.allocate_token_bitmask(rows, vocab)
+            if self.device.type == "cuda":
+                self.host = self.host.pin_memory()
+        if rows == 1:
+            matchers[0].fill_next_token_bitmask(self.host, 0)
+        else:
+            self.batch.batch_fill_next_token_bitmask(list(matchers), self.host)
+        bits = self.host[:rows].to(self.device, non_blocking=True)
+        try:
+            xgr.apply_token_bitmask_inplace(scores, bits, backend=self.backend)
+        except Exception:               # Triton present but unable to build its kernel here (no C compiler...)
+            if self.backend != "triton":
+                raise
+            self.backend = "torch_native"
+            xgr.apply_token_bitmask_inplace(scores, bits, backend=self.backend)
+
+
+class AttentionMask:
+    """The attention mask of a decode's KV-cache rows: None (every column real, so the model may skip it) until a
+    pass pads a row, then a (rows, columns) tensor on the device."""
+
+    def __init__(self, rows: int, columns: int, device: Any):
+        self.rows, self.columns, self.device = rows, columns, device
+        self.tensor: torch.Tensor | None = None
+
+    def grow(self, fresh: torch.Tensor, padded: bool) -> torch.Tensor | None:
+        """The mask once the pass's columns (``fresh``: 1 real, 0 padding, on the device) are appended."""
+        if self.tensor is None and padded:
+            self.tensor = torch.ones(self.rows, self.columns, dtype=torch.long, device=self.device)
+        if self.tensor is not None:
+            self.tensor = torch.cat([self.tensor, fresh], dim=1)
+        self.columns += fresh.shape[1]
+        return self.tensor
+
+    def keep(self, index: torch.Tensor) -> None:
+        """The rows become those listed in ``index`` (repeats copy a row), as the cache's do."""
+        self.rows = index.shape[0]
+        if self.tensor is not None:
+            self.tensor = self.tensor[index]
+
+
 class Row:
     """One completion being decoded: its tokens and text, its grammar matcher, what it feeds the model next, where."""
 
@@ -85,20 +153,19 @@ class Row:
         self.pending, self.position, self.finish = [first], position, None
 
 
-def decode(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-           keep_rows: Callable[[torch.Tensor], None], prompt_ids: Sequence[int], rows: int, *, compiled, tokenizer,
-           token_texts: Sequence[str], stop_ids: Sequence[int], pad_id: int, max_tokens: int, temperature: float,
-           top_p: float, guard: Callable[[str], bool] | None = None, device: Any = "cpu",
+def decode(forward: Forward, keep_rows: Callable[[torch.Tensor], None], prompt_ids: Sequence[int], rows: int, *,
+           compiled, tokenizer, token_texts: Sequence[str], stop_ids: Sequence[int], pad_id: int, max_tokens: int,
+           temperature: float, top_p: float, guard: Callable[[str], bool] | None = None, device: Any = "cpu",
            clock: StepClock | None = None) -> list[tuple[list[int], str]]:
     """Decode ``rows`` completions of a prompt whose KV cache (every prompt token but the last) is held, as ``rows``
-    copies, by ``forward(input_ids, attention_mask, position_ids) -> logits``; ``keep_rows(index)`` drops the cache
-    rows not in ``index``. ``compiled``: xgrammar's compiled grammar, or None (free text). Returns ``(token ids, finish
-    reason)`` per row, the stop token included when the row stopped. ``clock``: where the time went."""
+    copies, by ``forward`` (:data:`Forward`: the rows' logits at the given positions of a pass); ``keep_rows(index)``
+    drops the cache rows not in ``index``. ``compiled``: xgrammar's compiled grammar, or None (free text). Returns
+    ``(token ids, finish reason)`` per row, the stop token included when the row stopped. ``clock``: where the time
+    went. Each step copies to the host only the sampled tokens (and the prefix guard's few candidates)."""
     import xgrammar as xgr
 
     clock = clock or NO_CLOCK
     clock.start()
-
     jump = JumpForward(tokenizer, token_texts, stop_ids, max_tokens, len(token_texts))
     past = len(prompt_ids) - 1
     every = [Row(xgr.GrammarMatcher(compiled) if compiled is not None else None, prompt_ids[-1], past)
@@ -106,20 +173,21 @@ def decode(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.T
     for row in every:
         jump(row)
     live = list(every)
-    stop, mask = set(stop_ids), torch.ones(rows, past, dtype=torch.long, device=device)
+    stop, attention = set(stop_ids), AttentionMask(rows, past, device)
+    grammar = GrammarMask(device) if compiled is not None else None
     clock.lap("setup")
     while live:
         if any(r.finish for r in live):                 # rows that ended leave the batch (and the cache)
             index = [i for i, r in enumerate(live) if r.finish is None]
             if not index:
                 break
-            keep_rows(torch.tensor(index, dtype=torch.long, device=device))
-            mask = mask[index]
+            index_t = torch.tensor(index, dtype=torch.long, device=device)
+            keep_rows(index_t)
+            attention.keep(index_t)
             live = [live[i] for i in index]
             clock.lap("cache")
-        scores, mask = next_scores(forward, live, mask, compiled=compiled, pad_id=pad_id, guard=guard,
-                                   token_texts=token_texts, temperature=temperature, top_p=top_p, device=device,
-                                   clock=clock)
+        scores = next_scores(forward, live, attention, grammar=grammar, pad_id=pad_id, guard=guard,
+                             token_texts=token_texts, temperature=temperature, top_p=top_p, device=device, clock=clock)
         tokens = sample(scores, temperature, top_p).tolist()
         clock.lap("sample")
         for r, token in zip(live, tokens):
@@ -145,44 +213,35 @@ def choose(row: Row, token: int, jump: JumpForward, stop: set[int]) -> None:
         jump(row)
 
 
-def next_scores(forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], live: Sequence[Row],
-                mask: torch.Tensor, *, compiled, pad_id: int, guard: Callable[[str], bool] | None,
-                token_texts: Sequence[str], temperature: float, top_p: float, device: Any,
-                clock: StepClock | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def next_scores(forward: Forward, live: Sequence[Row], attention: AttentionMask, *, grammar: GrammarMask | None,
+                pad_id: int, guard: Callable[[str], bool] | None, token_texts: Sequence[str], temperature: float,
+                top_p: float, device: Any, clock: StepClock | None = None) -> torch.Tensor:
     """One forward pass for the rows in ``live`` (the cache's rows, in order), each fed its pending tokens, which
-    advance its position: their next-token logits (float32, on the CPU) masked by each row's grammar and the prefix
-    guard, and the attention ``mask`` grown by this pass's columns."""
-    import xgrammar as xgr
-
+    advance its position and grow ``attention``: their next-token logits (float32, on the model's device) masked by
+    each row's grammar (``grammar``, None for free text) and the prefix guard. The pass's inputs reach the device in
+    one copy, and only the last position of each row goes through the model's output layer."""
     clock = clock or NO_CLOCK
     width = max(len(r.pending) for r in live)
-    input_ids = torch.full((len(live), width), pad_id, dtype=torch.long)
-    fresh = torch.zeros((len(live), width), dtype=torch.long)
-    for i, r in enumerate(live):
-        input_ids[i, :len(r.pending)] = torch.tensor(r.pending)
-        fresh[i, :len(r.pending)] = 1
-    positions = torch.tensor([r.position for r in live]).unsqueeze(1) + torch.arange(width)
-    mask = torch.cat([mask, fresh.to(device)], dim=1)
-    input_ids, positions = input_ids.to(device), positions.to(device)
-    clock.lap("inputs")
-    logits = forward(input_ids, mask, positions)
-    clock.lap("forward")
-    last = torch.tensor([len(r.pending) - 1 for r in live], device=logits.device)
-    scores = logits[torch.arange(len(live), device=logits.device), last].float().cpu()
+    packed = [[r.pending + [pad_id] * (width - len(r.pending)) for r in live],
+              [list(range(r.position, r.position + width)) for r in live],
+              [[1] * len(r.pending) + [0] * (width - len(r.pending)) for r in live]]
+    input_ids, positions, fresh = torch.tensor(packed, dtype=torch.long).to(device, non_blocking=True)
+    mask = attention.grow(fresh, padded=any(len(r.pending) < width for r in live))
+    last = [len(r.pending) - 1 for r in live]
     for r in live:
         r.position += len(r.pending)
+    clock.lap("inputs")
+    logits = forward(input_ids, mask, positions, last)
+    clock.lap("forward")
+    scores = logits.float()
     clock.lap("copy")
-    if compiled is not None:
-        bitmask = xgr.allocate_token_bitmask(len(live), scores.shape[-1])
-        for i, r in enumerate(live):
-            r.matcher.fill_next_token_bitmask(bitmask, i)
-        xgr.apply_token_bitmask_inplace(scores, bitmask)
+    if grammar is not None:
+        grammar.apply(scores, [r.matcher for r in live])
     clock.lap("mask")
     if guard is not None:
-        for i, r in enumerate(live):
-            guard_logits(scores[i], r.text, guard, token_texts, temperature, top_p)
+        guard_rows(scores, range(len(live)), [r.text for r in live], guard, token_texts, temperature, top_p)
         clock.lap("guard")
-    return scores, mask
+    return scores
 
 
 class JumpForward:

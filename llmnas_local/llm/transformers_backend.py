@@ -242,11 +242,20 @@ class TransformersBackend(BaseBackend):
         if rows > 1:
             cache.batch_repeat_interleave(rows)
 
-        def forward(input_ids, attention_mask, position_ids):
-            past = cache.get_seq_length()
-            return self._model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                               cache_position=torch.arange(past, past + input_ids.shape[1], device=self.device),
-                               use_cache=True, **{cache_kw: cache}).logits
+        def forward(input_ids, attention_mask, position_ids, last: list[int]):
+            """Each row's logits at its position ``last[row]``: the output layer runs on those positions alone."""
+            past, width = cache.get_seq_length(), input_ids.shape[1]
+            keep = sorted(set(last))
+            kwargs = {}
+            if self._one_logit:
+                kwargs["logits_to_keep"] = 1 if keep == [width - 1] else torch.tensor(keep, device=self.device)
+            logits = self._model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 cache_position=torch.arange(past, past + width, device=self.device), use_cache=True,
+                                 **{cache_kw: cache}, **kwargs).logits
+            if len(keep) == 1 and self._one_logit:
+                return logits[:, 0]
+            column = [keep.index(j) for j in last] if self._one_logit else last
+            return logits[torch.arange(len(last), device=self.device), torch.tensor(column, device=self.device)]
 
         common = dict(compiled=compiled, tokenizer=self.tokenizer, token_texts=self._token_texts,
                       stop_ids=self.stop_ids, pad_id=self.pad_id, max_tokens=max_tokens, temperature=temperature,

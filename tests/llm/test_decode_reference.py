@@ -4,6 +4,9 @@ guard, JSON schema, free text, the multi-prompt batch of transformers' ``generat
 
 The reference texts (decode_reference.json) were written by the code before the decoding-speed work (issue 15) with
 ``python -m tests.llm.test_decode_reference``; rewrite them only for a change meant to alter what the model writes.
+One such change: the sampler now draws among the top-p nucleus alone (same distribution, another random stream), so
+the two seeded sampling cases ("stage sampled", "cnn guarded sampled") were rewritten then; with the former sampler
+put back, that code still gave every former text.
 """
 from __future__ import annotations
 

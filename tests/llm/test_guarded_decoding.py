@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from llmnas_local.llm.guarded_decoding import GuardedGrammarProcessor
+from llmnas_local.llm.guarded_decoding import GuardedGrammarProcessor, guard_rows
 
 TOKENS = ["a", "b", "c", "d"]
 
@@ -64,3 +64,20 @@ def test_texts_follow_the_sampled_tokens():
     proc(torch.zeros(1, 2, dtype=torch.long), torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     proc(torch.tensor([[0, 0, 1]]), torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     assert seen == ["a", "ba"]
+
+
+def test_rows_are_guarded_together_each_on_its_own_text():
+    """A batch: each row's candidates are checked against its own text, a dead end in one row leaves the others
+    guarded, and the rows not listed are not checked."""
+    seen = []
+
+    def guard(text):
+        seen.append(text)
+        return text.startswith("x") or text == "yb"
+
+    scores = torch.tensor([[5.0, 1.0, 0.0, -math.inf]] * 4)
+    dead = guard_rows(scores, [0, 1, 3], ["x", "y", "w"], guard, TOKENS, 0, 1.0)
+    assert scores.argmax(dim=1).tolist()[:2] == [0, 1]          # "xa" passes; "ya" fails, "yb" passes
+    assert scores[1, 0] == -math.inf and dead == 1                # row 3: every allowed token fails
+    assert scores[2].tolist()[:3] == scores[3].tolist()[:3] == [5.0, 1.0, 0.0]
+    assert sorted(seen) == ["wa", "wb", "wc", "xa", "ya", "yb"]

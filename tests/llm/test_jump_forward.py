@@ -28,13 +28,18 @@ class FakeModel:
     def __init__(self, rows, prompt_len, prefer):
         self.seqs = [[PROMPT] * (prompt_len - 1) for _ in range(rows)]
         self.prefer, self.calls, self.kept, self.columns = list(prefer), [], [], prompt_len - 1
+        self.unmasked = 0                                        # passes given no mask
 
-    def forward(self, input_ids, attention_mask, position_ids):
+    def forward(self, input_ids, attention_mask, position_ids, last):
+        """The logits of each row at its position ``last[row]``; no mask (None) means no padding anywhere."""
         self.calls.append(input_ids.tolist())
         width = input_ids.shape[1]
         self.columns += width                                    # the cache's length: real and padded tokens
+        if attention_mask is None:
+            self.unmasked += 1
+            attention_mask = torch.ones(len(self.seqs), self.columns, dtype=torch.long)
         assert attention_mask.shape == (len(self.seqs), self.columns)
-        logits = torch.zeros(len(self.seqs), width, len(VOCAB))
+        logits = torch.zeros(len(self.seqs), len(VOCAB))
         for r, seq in enumerate(self.seqs):
             for k in range(width):
                 if attention_mask[r, -width + k]:
@@ -42,6 +47,7 @@ class FakeModel:
                     seq.append(int(input_ids[r, k]))
                 else:
                     assert input_ids[r, k] == PAD
+            assert int(attention_mask[r, -width:].sum()) == last[r] + 1, "last: the row's last real token"
             logits[r] = self.next_logits(r)
         return logits
 
@@ -99,3 +105,39 @@ def test_sampling_keeps_the_top_p_nucleus():
     drawn = sample(logits, temperature=1.0, top_p=0.8)
     assert set(drawn.tolist()) == {0, 1}                         # 0.66 + 0.24 >= 0.8: tokens 2 and 3 cut
     assert sample(logits[:1], temperature=0, top_p=0.8).tolist() == [0]
+
+
+def test_no_mask_until_a_pass_pads_a_row():
+    """Rows fed equally many tokens need no attention mask (the model may skip it); from the first padded pass on,
+    every pass gets one, its padding columns 0."""
+    info = xgr.TokenizerInfo(VOCAB, stop_token_ids=[EOS])
+    compiled = xgr.GrammarCompiler(info).compile_grammar('root ::= "|" ("a~~~" | "b") ("a" | "b") "|"')
+    model = FakeModel(2, 5, ["a", "b"])
+    out = decode(model.forward, model.keep_rows, [PROMPT] * 5, 2, compiled=compiled, tokenizer=FakeTokenizer(),
+                 token_texts=VOCAB, stop_ids=[EOS], pad_id=PAD, max_tokens=20, temperature=0.0, top_p=1.0)
+    texts = ["".join(VOCAB[t] for t in tokens if t != EOS) for tokens, _ in out]
+    assert texts == ["|a~~~a|", "|bb|"]
+    a, b, tilde2, tilde = (VOCAB.index(t) for t in ("a", "b", "~~", "~"))
+    assert model.calls[1] == [[a, tilde2, tilde], [b, PAD, PAD]]    # row 0's forced "~~~" rides with its choice
+    assert model.unmasked == 1 and len(model.calls) == 2
+
+
+def test_top_nucleus_keeps_what_a_sort_keeps():
+    """The nucleus found from the k largest logits is the one transformers' TopPLogitsWarper finds by sorting the
+    vocabulary (the tokens whose ascending cumulative probability exceeds 1 - top_p), masked logits and all."""
+    from llmnas_local.llm.guarded_decoding import top_nucleus
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        logits = torch.randn(3, 500, generator=gen) * (1 + trial % 4)
+        if trial % 2:
+            logits[torch.rand(3, 500, generator=gen) < 0.9] = float("-inf")     # a grammar's mask
+        for top_p in (0.5, 0.9, 0.95, 1.0):
+            ordered, order = torch.sort(logits, dim=-1)
+            tail = torch.softmax(ordered, dim=-1).cumsum(dim=-1) <= 1 - top_p
+            tail[:, -1] = False
+            expected = [set(order[r][~tail[r] & torch.isfinite(ordered[r])].tolist()) for r in range(3)]
+            values, ids = top_nucleus(logits, top_p)
+            got = [set(ids[r][torch.isfinite(values[r])].tolist()) for r in range(3)]
+            assert got == expected, (trial, top_p)
+            assert torch.equal(values[torch.isfinite(values)], logits.gather(1, ids)[torch.isfinite(values)])
