@@ -141,3 +141,22 @@ def test_top_nucleus_keeps_what_a_sort_keeps():
             got = [set(ids[r][torch.isfinite(values[r])].tolist()) for r in range(3)]
             assert got == expected, (trial, top_p)
             assert torch.equal(values[torch.isfinite(values)], logits.gather(1, ids)[torch.isfinite(values)])
+
+
+def test_grammar_mask_matches_the_matchers_and_falls_back_from_triton():
+    """The bitmask of several rows, filled together, masks what each matcher forbids; where Triton cannot run (here:
+    logits on the CPU), the torch kernel takes over for good."""
+    from llmnas_local.llm.jump_forward import GrammarMask
+
+    info = xgr.TokenizerInfo(VOCAB, stop_token_ids=[EOS])
+    compiled = xgr.GrammarCompiler(info).compile_grammar(GRAMMAR)
+    first, second = xgr.GrammarMatcher(compiled), xgr.GrammarMatcher(compiled)
+    assert second.accept_token(VOCAB.index("|")) and second.accept_token(VOCAB.index("b"))
+    for backend in ("cpu", "triton"):
+        mask = GrammarMask("cpu")
+        mask.backend = backend
+        scores = torch.zeros(2, len(VOCAB))
+        mask.apply(scores, [first, second])
+        allowed = [[VOCAB[t] for t in range(len(VOCAB)) if scores[r, t] == 0] for r in range(2)]
+        assert allowed == [["|"], ["a", "b"]], backend
+        assert mask.backend == ("cpu" if backend == "cpu" else "torch_native")
