@@ -6,9 +6,10 @@ same command without it. What is checked:
 
 - nb201 (table look-ups), one trial at a time: the store of the Ray run is the local run's, record for record
   (architectures, statuses, metrics, order); same run id, so the same recipe hash.
-- nb201, two trials at a time, the second node killed (SIGKILL to its raylet and workers) mid-search: the search goes
-  on on the head; the trials the node took down, if any (a look-up lasts a millisecond: whether one is in flight at
-  the kill is chance), are FAILED with Ray's reason and evaluated again; the budget counts
+- nb201, four trials in flight, the second node frozen (SIGSTOP) then killed (SIGKILL to its raylet and workers)
+  mid-search: the search goes on on the head; the trials the node took down, if any (a look-up lasts a millisecond
+  and the head takes most: in 4 runs here, 1 had a trial lost), are FAILED with Ray's reason and evaluated again;
+  the budget counts
   distinct evaluations; every outcome is the table's (the local evaluator's) for its cell (space nb201-cells: a
   cell is its own canonical form, so a retry looks up the very row the lost trial asked for). A retry is a trial,
   and the proposer is seeded by the number of trials, so after the kill the proposals differ from a local run's: the
@@ -128,9 +129,11 @@ def test_nb201_goes_on_when_a_node_dies(cluster, nb201_csv, tmp_path):
     budget = 150
     store, log = tmp_path / "ray", tmp_path / "ray.log"
     args = nb201_args(nb201_csv, seed=4, budget=budget, space="nb201-cells")
-    proc = cluster.popen([*LLMNAS, *args, *ray_args(cluster, 2), "--store", str(store)], log)
+    proc = cluster.popen([*LLMNAS, *args, *ray_args(cluster, 4), "--store", str(store)], log)
     try:
         wait_for(lambda: len(trials(store)) >= 20, 120, "20 trials", log)
+        os.killpg(cluster.node.pid, signal.SIGSTOP)     # frozen first: what Ray sends it meanwhile is in flight there
+        time.sleep(2)
         cluster.kill_node()
         assert proc.wait(timeout=240) == 0, log.read_text()[-3000:]
     finally:
