@@ -97,7 +97,7 @@ def parse_objective(text: str) -> Objective:
         weights.append((m.group(2), float(m.group(1))))
         pos = m.end()
     budgets = []
-    if s[3:].count("@") > 1 or (s.endswith("@")):
+    if s[3:].count("@") > 1 or s.endswith("@"):
         raise ObjectiveError(f"objective {text!r}: write the budgets once, after one '@' (params<=1M,flops<=25M)")
     for part in tail.split(",") if tail else ():
         m = _BUDGET.fullmatch(part)

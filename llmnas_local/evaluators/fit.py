@@ -88,7 +88,7 @@ class ProxyFit:
             return show(key, f"{s[key]:,} {what}" if s[key] is not None else f"all {what}")
 
         caps = [show(k, f"{s[k]:g}M {unit}") for k, unit in (("max_params_m", "parameters"),
-                                                             ("max_flops_m", "FLOPs"))if s[k] is not None]
+                                                             ("max_flops_m", "FLOPs")) if s[k] is not None]
         res = show("resolution", f"{s['resolution']} px" if s["resolution"] else "native resolution")
         line = (f"proxy: {size('train_size', 'training images')} x {show('epochs', str(s['epochs']))} epoch(s), "
                 f"batch {show('batch_size', str(s['batch_size']))}, lr {show('lr', format(s['lr'], 'g'))}, {res}, "
