@@ -14,8 +14,8 @@ same command without it. What is checked:
   cell is its own canonical form, so a retry looks up the very row the lost trial asked for). A retry is a trial,
   and the proposer is seeded by the number of trials, so after the kill the proposals differ from a local run's: the
   records are compared per architecture, not in order.
-- digits (real trainings): the driver killed with ``kill -9`` after its first trial is recorded; the same command
-  resumes and completes: the store then holds the local run's architectures with the same statuses, in order, each
+- digits (real trainings): the driver killed with ``kill -9`` after its first trial is recorded; its training on
+  the cluster ends (Ray ends a dead driver's tasks); the same command resumes and completes: the store then holds the local run's architectures with the same statuses, in order, each
   evaluated once.
 - digits, the second node killed while it trains: the trial is FAILED (lost) and trained again on the head.
 """
@@ -163,6 +163,7 @@ def test_digits_resumes_after_the_driver_is_killed(cluster, tmp_path):
     proc.wait()
     before = trials(store)
     assert 0 < sum(t.status.evaluated for t in before) < 4, "the driver was not killed mid-search"
+    wait_for(lambda: not trainings(cluster), 60, "the end of the killed driver's trainings (Ray ends its tasks)", log)
     run_on(cluster, [*args, *ray_args(cluster, 1)], store, log)          # the same command
     local, remote = trials(tmp_path / "local"), trials(store)
     assert [t.to_json() for t in remote[:len(before)]] == [t.to_json() for t in before]    # untouched
@@ -187,6 +188,18 @@ def test_digits_trial_on_a_dying_node_is_trained_again(cluster, tmp_path):
     assert lost and all(t.status is TrialStatus.FAILED for t in lost), [(t.status, t.error) for t in records]
     done = {t.arch_hash: t for t in records if t.status is TrialStatus.COMPLETE}
     assert all(t.arch_hash in done and done[t.arch_hash].seq > t.seq for t in lost)
+
+
+def trainings(cluster: LoopbackCluster) -> list[int]:
+    """Training worker processes in the cluster's namespace."""
+    out = []
+    for pid in cluster.processes():
+        try:
+            if b"llmnas_local.evaluators.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out.append(pid)
+        except OSError:
+            continue
+    return out
 
 
 def training_on(node_group: int) -> bool:
