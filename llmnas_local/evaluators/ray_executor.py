@@ -234,8 +234,8 @@ class RayEvaluator(BaseEvaluator):
         try:
             return Outcome.from_json(ray.get(ref))
         except ray.exceptions.RayTaskError as e:       # the evaluator raised on the node: as it would raise here
-            cause = e.as_instanceof_cause()
-            raise cause from None
+            cause = getattr(e, "cause", None)
+            raise (cause if isinstance(cause, Exception) else e.as_instanceof_cause()) from None
         except (ray.exceptions.RayError, ConnectionError) as e:    # a node, a worker or the task itself was lost
             return Outcome(TrialStatus.FAILED, {}, f"{LOST}: {_first_line(e)}")
         finally:
