@@ -5,7 +5,9 @@ driver's copy answers everything but ``evaluate`` (the recipe and its hash, the 
 recipe hash, the run id and every stored outcome are those of the local executor. ``evaluate`` submits the trial as a
 Ray task with the resource request of :class:`ExecutorConfig` (``cpus_per_trial``, ``gpus_per_trial``: a fractional
 GPU share packs several small trainings on one GPU); the task runs the same evaluator, built from the same arguments
-on the node it lands on (its data from a path every node sees, or the built-in digits).
+on the node it lands on (its data from a path every node sees, or the built-in digits). A training's ``device`` "auto"
+and its fitted proxy are decided on the driver for what one trial gets (a GPU share or not, its CPUs), so every node
+builds the same recipe whatever its own hardware.
 
 - Data once per node, not once per trial: a Ray worker process keeps the evaluator it built (and so its training
   worker, which holds the data set as tensors) for the next trials; the decoded-array cache on the node's disk is
