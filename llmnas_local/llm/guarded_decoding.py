@@ -55,7 +55,8 @@ def guard_rows(scores: torch.Tensor, rows: Sequence[int], texts: Sequence[str], 
     while todo:
         index = [rows[i] for i in todo]
         failed_rows, failed_tokens, again = [], [], []
-        for i, candidates in zip(todo, sampleable(scores[index], temperature, top_p)):
+        view = scores if index == list(range(scores.shape[0])) else scores[index]
+        for i, candidates in zip(todo, sampleable(view, temperature, top_p)):
             if candidates is None:          # no token allowed: by the grammar, or (dead end) by the guard
                 if checked[i]:              # every allowed token failed: the grammar's mask alone
                     scores[rows[i]] = saved[rows[i]]
@@ -96,10 +97,12 @@ def top_nucleus(logits: torch.Tensor, top_p: float, slack: float = 0.0) -> tuple
     the values outside the nucleus -inf (``k``: as few as hold every row's nucleus)."""
     vocab = logits.shape[-1]
     limit = top_p + slack if top_p < 1 else float("inf")      # top_p 1: every allowed token, whatever the rounding
-    total = torch.logsumexp(logits, dim=-1, keepdim=True)
-    k = min(64, vocab)
+    k, total = min(64, vocab), None
     while True:
         values, ids = torch.topk(logits, k, dim=-1)           # sorted, largest first
+        if total is None:         # the normaliser: from the k alone where they hold every allowed token (a grammar's)
+            whole = k == vocab or bool((values[:, -1] == float("-inf")).all())
+            total = torch.logsumexp(values if whole else logits, dim=-1, keepdim=True)
         probs = torch.exp(values - total)
         before = probs.cumsum(dim=-1) - probs                 # the mass of the more likely tokens
         # done when each row's k-th token lies outside its nucleus, or is masked (every allowed token is in)
