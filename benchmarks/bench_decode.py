@@ -8,7 +8,7 @@ JSON at batch 1, a guarded cnn architecture at batch 1 and 8, eight distinct nb2
 text at batch 1 and 8 -- it runs ``repeats`` seeded calls after a warm-up call (prompt prefix cached, grammar compiled)
 and prints, per step, the milliseconds of each section (:class:`~llmnas_local.llm.jump_forward.StepClock`): setup, cache
 (rows leaving the KV cache), inputs (building the pass's ids, mask and positions, host to device), forward (the model),
-copy (the logits' rows to the host), mask (grammar bitmask fill and apply), guard, sample, jump (matcher advance and
+copy (the rows' logits made float32; before the change of issue 15, also copied to the host), mask (grammar bitmask fill and apply), guard, sample, jump (matcher advance and
 forced text), distinct (beam bookkeeping); the overhead per step beyond the forward pass; generated tokens/s over the
 whole call (prompt prefill of the uncached tail and cache copies included); and a digest of the output texts, equal
 before and after a change that must not change them.
@@ -121,14 +121,18 @@ def bench(backend, s: Scenario, repeats: int, cuda: bool) -> dict:
         texts.extend(timed[-1]["texts"])
     steps = sum(r["steps"] for r in split)
     per_step = {k: 1e3 * sum(r["seconds"].get(k, 0.0) for r in split) / steps for k in SECTIONS}
-    decode_ms = [1e3 * sum(r["seconds"].values()) / r["steps"] for r in timed]
-    forward_ms = [1e3 * r["seconds"].get("forward", 0.0) / r["steps"] for r in split]
-    overhead = [d - f for d, f in zip(decode_ms, forward_ms)]
+    # pooled over the calls (all their steps), the spread as the std of the per-call figures
+    decode_ms = 1e3 * sum(sum(r["seconds"].values()) for r in timed) / sum(r["steps"] for r in timed)
+    forward_ms = per_step["forward"]
+    per_call = [1e3 * (sum(t["seconds"].values()) / t["steps"] - p["seconds"].get("forward", 0.0) / p["steps"])
+                for t, p in zip(timed, split)]
     tok_s = [r["tokens"] / r["wall"] for r in timed]
     tokens_per_step = [r["tokens"] / r["steps"] for r in timed]
-    return {"scenario": s.name, "rows": s.n, "repeats": repeats, "tok_s": _ms(tok_s), "step_ms": _ms(decode_ms),
-            "forward_ms": _ms(forward_ms), "overhead_ms": _ms(overhead), "tokens_per_step": _ms(tokens_per_step),
-            "steps_per_call": steps / repeats, "call_s": _ms([r["wall"] for r in timed]), "split_ms": per_step,
+    return {"scenario": s.name, "rows": s.n, "repeats": repeats, "tok_s": _ms(tok_s),
+            "step_ms": (decode_ms, _ms([1e3 * sum(r["seconds"].values()) / r["steps"] for r in timed])[1]),
+            "forward_ms": forward_ms, "overhead_ms": (decode_ms - forward_ms, _ms(per_call)[1]),
+            "tokens_per_step": _ms(tokens_per_step), "steps_per_call": steps / repeats,
+            "call_s": _ms([r["wall"] for r in timed]), "split_ms": per_step,
             "digest": hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:12], "example": texts[0][:70]}
 
 
@@ -172,7 +176,8 @@ def main() -> None:
                 print(f"{s.name}: {r['tok_s'][0]:.1f} ± {r['tok_s'][1]:.1f} tok/s, {r['steps_per_call']:.0f} steps "
                       f"a call, {r['tokens_per_step'][0]:.2f} tokens a step, load {load:.2f}, outputs {r['digest']}, "
                       f"e.g. {r['example']!r}", flush=True)
-    print(f"\nms per step (mean over {args.repeats} seeded calls; overhead = step - forward, mean ± std over calls)")
+    print(f"\nms per step (all steps of {args.repeats} seeded calls; step = the sections' sum, overhead = step - forward; "
+          f"± the std of the per-call figures)")
     print(f"{'scenario':18s} {'rows':>4s} " + " ".join(f"{k:>8s}" for k in SECTIONS)
           + f" {'step':>13s} {'overhead':>13s} {'tok/s':>13s}")
     for r in results:
