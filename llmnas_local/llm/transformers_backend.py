@@ -7,8 +7,9 @@ and examples of the proposer's prompts; the improver's prompt and the generator'
 then decoded with jump-forward decoding (:mod:`llmnas_local.llm.jump_forward`): one forward pass per token the model
 chooses, none per token the grammar forces (an nb201 cell: about 10 passes, not 51); with ``distinct=True`` the rows
 are the beams of a stochastic beam search (:mod:`llmnas_local.llm.distinct_decoding`), so the ``n`` completions are
-drawn without replacement. Several prompts are decoded together by transformers' ``generate`` as one left-padded
-batch (chunked by ``max_batch_rows``), token by token. Grammars are compiled once per text and cached (the 64 most
+drawn without replacement. A step keeps the logits on the model's device (grammar mask and sampling there) and copies
+only the chosen tokens to the host (benchmarks/bench_decode.py). Several prompts are decoded together by transformers'
+``generate`` as one left-padded batch (chunked by ``max_batch_rows``), token by token. Grammars are compiled once per text and cached (the 64 most
 recent); the logits processor is new for every ``generate`` of transformers (it holds per-row matcher state). A
 constraint's ``prefix_guard`` is enforced too (:mod:`llmnas_local.llm.guarded_decoding`): tokens the sampler may draw
 are masked once no completion passes it.
