@@ -93,11 +93,12 @@ def sampleable(logits: torch.Tensor, temperature: float, top_p: float) -> list[l
 def top_nucleus(logits: torch.Tensor, top_p: float, slack: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """The top-p nucleus of each row of ``logits`` as transformers' TopPLogitsWarper keeps it -- the fewest most likely
     tokens whose probability exceeds ``top_p`` (``slack`` wider); the most likely always stays -- found without
-    sorting the vocabulary: ``(values, ids)``, each row's ``k`` largest logits in decreasing order and their token ids,
-    the values outside the nucleus -inf (``k``: as few as hold every row's nucleus)."""
+    sorting the vocabulary (on the CPU): ``(values, ids)``, each row's ``k`` largest logits in decreasing order and
+    their token ids, the values outside the nucleus -inf (``k``: as few as hold every row's nucleus)."""
     vocab = logits.shape[-1]
     limit = top_p + slack if top_p < 1 else float("inf")      # top_p 1: every allowed token, whatever the rounding
-    k, total = min(64, vocab), None
+    # on a GPU one sort of the vocabulary costs less than the host round trips of growing k
+    k, total = (vocab if logits.device.type == "cuda" else min(64, vocab)), None
     while True:
         values, ids = torch.topk(logits, k, dim=-1)           # sorted, largest first
         if total is None:         # the normaliser: from the k alone where they hold every allowed token (a grammar's)
