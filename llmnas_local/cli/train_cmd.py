@@ -36,11 +36,13 @@ def open_existing(store: str, readonly: bool = False):
 @click.option("--seed", default=0, show_default=True, help="Initialisation, batch order and augmentation.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto (cuda when present).")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--train-size", default=None, type=click.IntRange(min=1),
+              help="Train on the first N images of the training split only (a quick run) [default: all].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @user_errors
 def train(store: str, arch: str | None, best: bool, run_id: str | None, data: str | None, epochs: int,
           batch_size: int, lr: float, weight_decay: float, label_smoothing: float, augment: str, seed: int,
-          device: str, dtype: str, quiet: bool) -> None:
+          device: str, dtype: str, train_size: int | None, quiet: bool) -> None:
     """Train ARCH (a hash or unique prefix) or --best of STORE fully: checkpoints every epoch (run the same command
     to resume), weights selected on validation, test scored once; the result is stored with the architecture
     (llmnas top, llmnas show, llmnas export-model)."""
@@ -51,7 +53,8 @@ def train(store: str, arch: str | None, best: bool, run_id: str | None, data: st
     if (arch is None) == (not best):
         raise UserError("give either ARCH (a hash or a prefix of one) or --best" + (", not both" if best else ""))
     config = FinalConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         label_smoothing=label_smoothing, augment=augment, seed=seed, device=device, dtype=dtype)
+                         label_smoothing=label_smoothing, augment=augment, seed=seed, device=device, dtype=dtype,
+                         train_size=train_size)
     log = (lambda s: None) if quiet else (lambda s: click.echo(s, err=True))
     with open_existing(store) as st:
         try:

@@ -51,6 +51,7 @@ class FinalConfig:
     seed: int = 0
     device: str = "auto"            # cpu, cuda, cuda:N or auto (cuda when available)
     dtype: str = "float32"          # or bfloat16 (autocast)
+    train_size: int | None = None   # the first N images of the training split (a quick run); None: all of them
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -63,6 +64,8 @@ class FinalConfig:
             raise ValueError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ValueError(f"--train-size must be >= 1, got {self.train_size}")
         if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
 
@@ -135,6 +138,8 @@ def train_final(store: BaseStore, arch: str | None = None, *, best: bool = False
     log(f"architecture {trial.arch_hash[:12]} of run {trial.run_id} (proxy val_acc "
         f"{trial.metrics.get(VAL_ACC, float('nan')):.2f}): {trial.canonical}")
     ds = find_dataset(run.recipe, data, run_id=f"run {run.run_id}")
+    if config.train_size is not None and config.train_size < len(ds.y_train):   # in the recipe as num_train
+        ds = dataclasses.replace(ds, x_train=ds.x_train[:config.train_size], y_train=ds.y_train[:config.train_size])
     augment = config.augment if config.augment != "auto" else ("crop" if ds.format == "digits" else "crop-flip")
     device = config.resolved_device()
     info = {k: v for k, v in describe_dataset(ds).items() if k not in ("name", "format")}
