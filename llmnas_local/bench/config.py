@@ -33,6 +33,7 @@ A grid file (``benchmarks/grids/*.toml``)::
     name = "evolution"
     proposer = "evolution"
     settings = {population = 10, tournament = 3}
+    lookahead = 1                      # optional (workers = 1): Search(lookahead=...); > 0 adds -la<N> to run ids
 
     [published.random]                 # optional: numbers to compare with ("budget" = [mean, std, seeds])
     "100" = [93.80, 0.26, 300]
@@ -82,6 +83,7 @@ class EntryConfig:
     name: str
     proposer: str
     settings: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+    lookahead: int = 0                        # Search(lookahead=...): proposals made while an evaluation runs
 
     @property
     def uses_llm(self) -> bool:
@@ -91,7 +93,8 @@ class EntryConfig:
         return self.proposer in LLM_PROPOSERS or "llm" in self.settings or "model" in self.settings
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "proposer": self.proposer, "settings": self.settings}
+        d = {"name": self.name, "proposer": self.proposer, "settings": self.settings}
+        return {**d, "lookahead": self.lookahead} if self.lookahead else d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +199,8 @@ class BenchConfig:
             raise GridError("max_stall must be at least 1")
         if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
             raise GridError(f"workers must be a positive integer, got {self.workers!r}")
+        if self.workers > 1 and any(e.lookahead for e in self.entries):
+            raise GridError("an entry's lookahead needs workers = 1")
         from llmnas_local.evaluators.ray_executor import ExecutorConfig
 
         try:
@@ -216,7 +221,7 @@ class BenchConfig:
         return tuple(sorted({b for b in self.budgets if b <= self.max_budget} | {self.max_budget}))
 
     def run_id(self, entry: EntryConfig, seed: int) -> str:
-        return f"{entry.name}-s{seed}"
+        return f"{entry.name}-s{seed}" + (f"-la{entry.lookahead}" if entry.lookahead else "")
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "entries": [e.to_json() for e in self.entries], "seeds": list(self.seeds),
@@ -275,16 +280,20 @@ def _entries(raw: Any) -> tuple[EntryConfig, ...]:
     for i, e in enumerate(raw):
         if not isinstance(e, Mapping):
             raise GridError(f"entries[{i}]: expected a table")
-        unknown = set(e) - {"name", "proposer", "settings"}
+        unknown = set(e) - {"name", "proposer", "settings", "lookahead"}
         if unknown:
-            raise GridError(f"entries[{i}]: unknown key(s) {', '.join(sorted(unknown))} (name, proposer, settings)")
+            raise GridError(f"entries[{i}]: unknown key(s) {', '.join(sorted(unknown))} (name, proposer, settings, "
+                            f"lookahead)")
+        lookahead = e.get("lookahead", 0)
+        if not isinstance(lookahead, int) or isinstance(lookahead, bool) or lookahead < 0:
+            raise GridError(f"entries[{i}].lookahead: expected an integer >= 0, got {lookahead!r}")
         proposer = e.get("proposer") or e.get("name")
         if not isinstance(proposer, str):
             raise GridError(f"entries[{i}]: needs a proposer (a registry name)")
         settings = e.get("settings", {})
         if not isinstance(settings, Mapping):
             raise GridError(f"entries[{i}].settings: expected a table")
-        out.append(EntryConfig(str(e.get("name", proposer)), proposer, dict(settings)))
+        out.append(EntryConfig(str(e.get("name", proposer)), proposer, dict(settings), lookahead))
     return tuple(out)
 
 

@@ -252,7 +252,7 @@ class BenchRunner:
         proposer, shared = self._create_proposer(entry)
         try:
             search = Search(self.space, proposer, self.evaluator, store, seed=seed, run_id=run_id,
-                            max_stall=self.config.max_stall)
+                            max_stall=self.config.max_stall, lookahead=entry.lookahead)
             stored = store.get_run(run_id)
             if canonical_json(stored.proposer_settings) != canonical_json(proposer.settings()):
                 raise GridError(f"run {run_id} was started with proposer settings "

@@ -10,7 +10,9 @@ record waits for its outcome, and what was proposed after it waits for that), an
 ask, the oldest open evaluations are waited for and recorded until at most L are open; outcomes that came early stay
 unrecorded until then. So the proposer call that proposes the trial at position n sees exactly the trials before the
 earliest of the last L evaluations before n (with L = 1: everything but the evaluation running), and its rng is
-seeded by (n, open evaluations): a function of the recorded trials only. A resumed run recomputes that window from
+seeded by (n, open evaluations): a function of the recorded trials only. An answer from another run's stored
+outcome counts as an evaluation here, so a search proposes the same in a store that knew some outcomes as in a fresh
+one. A resumed run recomputes that window from
 its store (:meth:`LookaheadLoop._replay`) and proposes what the uninterrupted run proposed. Transient outcomes
 (time-outs, killed workers) and their retries depend on timing by nature; so does a proposer that returns several
 proposals a call when the run stops between them (as without a lookahead).
@@ -32,7 +34,8 @@ from llmnas_local.search.study import PendingTrial, Search, SearchStalled, Verdi
 @dataclasses.dataclass
 class _Slot:
     """A proposal in the window, in proposal order: an evaluation (``pending``) or a ``verdict``; ``recorded``: a
-    trial the store already holds (a resumed run's replayed window), kept only for the view it hides."""
+    trial the store already holds (a resumed run's replayed window), kept only for the view it hides; ``is_eval``:
+    it counts as an evaluation (evaluated now, or answered by another run's stored outcome)."""
 
     pending: PendingTrial | None = None
     verdict: Verdict | None = None
@@ -97,7 +100,9 @@ class LookaheadLoop:
         return history, position, sum(slot.is_eval for slot in self.slots)
 
     def hold(self, verdict: Verdict) -> None:
-        self.slots.append(_Slot(verdict=verdict))
+        # An answer from another run's stored outcome counts as an evaluation here, so that what the proposer sees
+        # does not depend on whether the store already knew an outcome.
+        self.slots.append(_Slot(verdict=verdict, is_eval=verdict.status.evaluated))
 
     def holds(self, arch_hash: str) -> bool:
         """Whether a proposal not recorded yet has this architecture."""
@@ -112,11 +117,11 @@ class LookaheadLoop:
         """A resumed run's window: the trials from the earliest of its last L evaluations on, as they stood when the
         interrupted run made its next proposal."""
         trials = self.search.history.trials
-        evals = [i for i, t in enumerate(trials) if t.status.evaluated and not t.from_store]
+        evals = [i for i, t in enumerate(trials) if t.status.evaluated]
         if not evals:
             return []
         cut = evals[-min(self.lookahead, len(evals))]
-        return [_Slot(recorded=True, is_eval=t.status.evaluated and not t.from_store) for t in trials[cut:]]
+        return [_Slot(recorded=True, is_eval=t.status.evaluated) for t in trials[cut:]]
 
     def _open(self) -> int:
         return sum(slot.is_eval for slot in self.slots)
