@@ -1,6 +1,7 @@
 """``llmnas search``: run (or resume) a search into a store."""
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import click
@@ -136,6 +137,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
     from llmnas_local.dsl import get_space
     from llmnas_local.llm import BackendSpec
     from llmnas_local.proposers import LLM_PROPOSERS, create_proposer
+    from llmnas_local.evaluators.data import quiet_decoding
     from llmnas_local.evaluators.worker import WorkerStartError
     from llmnas_local.search import Search, SearchStalled
     from llmnas_local.store import StoreFullError, open_store
@@ -144,15 +146,16 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
     proposer = proposer or DEFAULT_PROPOSER.get(space, "llm")
     goal = _objective(objective)
     lookahead = _lookahead(lookahead, workers, proposer in LLM_PROPOSERS and not sp.tabular)
-    evaluator = _create_evaluator(sp, data=data, table=table, preset=preset, train_seed=train_seed, epochs=epochs,
-                                  lr=lr, batch_size=batch_size, input_size=input_size, train_size=train_size,
-                                  val_size=val_size, test_size=test_size, max_params_m=max_params_m,
-                                  max_flops_m=max_flops_m, device=device, timeout=timeout,
-                                  workers=1 if workers == "auto" else workers,
-                                  val_column=val_column, test_column=test_column, params_column=params_column,
-                                  flops_column=flops_column, num_classes=num_classes,
-                                  on_fit=None if quiet else lambda text: click.echo(text, err=True),
-                                  executor=_executor(executor, ray_address, gpus_per_trial, cpus_per_trial))
+    with quiet_decoding() if quiet else contextlib.nullcontext():
+        evaluator = _create_evaluator(sp, data=data, table=table, preset=preset, train_seed=train_seed, epochs=epochs,
+                                      lr=lr, batch_size=batch_size, input_size=input_size, train_size=train_size,
+                                      val_size=val_size, test_size=test_size, max_params_m=max_params_m,
+                                      max_flops_m=max_flops_m, device=device, timeout=timeout,
+                                      workers=1 if workers == "auto" else workers,
+                                      val_column=val_column, test_column=test_column, params_column=params_column,
+                                      flops_column=flops_column, num_classes=num_classes,
+                                      on_fit=None if quiet else lambda text: click.echo(text, err=True),
+                                      executor=_executor(executor, ray_address, gpus_per_trial, cpus_per_trial))
     caps = {"max_params_m": evaluator.constraints.max_params_m, "max_flops_m": evaluator.constraints.max_flops_m}
     settings: dict = {}
     if proposer in ("evolution", "llm-evo", "llm-edit"):
@@ -178,8 +181,7 @@ def search(space: str, data: str, table: str | None, preset: str, proposer: str 
         _share_cores(evaluator, proposer in LLM_PROPOSERS and llm_backend == "transformers")
     prop = create_proposer(proposer, **settings)
     with open_store(store) as st:
-        study = Search(sp, prop, evaluator, st, seed=seed, run_id=run_id, lookahead=lookahead,
-                       **({} if goal.is_accuracy else {"objective": goal}))
+        study = Search(sp, prop, evaluator, st, seed=seed, run_id=run_id, lookahead=lookahead, objective=goal)
         done = study.num_evaluated
         if done:
             click.echo(f"resuming run {study.run_id}: {done} evaluations already in {store}", err=True)
@@ -333,19 +335,12 @@ def _no_result_hint(space, timeout: float, caps: dict) -> str:
 
 
 def _objective(text: str):
-    import inspect
-
     from llmnas_local.objective import parse_objective
-    from llmnas_local.search import Search
 
     try:
-        goal = parse_objective(text)
+        return parse_objective(text)
     except ValueError as e:
         raise UserError(f"--objective: {e}") from None
-    if not goal.is_accuracy and "objective" not in inspect.signature(Search).parameters:
-        # until search/study.py passes the objective to the run's history and run id (asked of its owner)
-        raise UserError(f"--objective {goal}: this version's search loop ranks by accuracy only; use acc")
-    return goal
 
 
 def _report(study, best, store: str, hint: str = "") -> None:

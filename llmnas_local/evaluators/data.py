@@ -174,9 +174,24 @@ def _load_raw(spec: DataSpec) -> _Raw:
     return raw
 
 
+_QUIET = False          # set by quiet_decoding()
+
+
+@contextlib.contextmanager
+def quiet_decoding():
+    """No progress lines of a first decode within this block (``llmnas search -q``); errors are raised as ever."""
+    global _QUIET
+    before, _QUIET = _QUIET, True
+    try:
+        yield
+    finally:
+        _QUIET = before
+
+
 def _say(line: str) -> None:
     """Progress of a first decode (slow: image files), one line at a time on stderr."""
-    print(line, file=sys.stderr, flush=True)
+    if not _QUIET:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _write_cache(cache: Path, raw: _Raw) -> None:

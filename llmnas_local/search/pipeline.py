@@ -26,9 +26,13 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import dataclasses
+from typing import TYPE_CHECKING
 
 from llmnas_local.search.history import HistoryView
-from llmnas_local.search.study import PendingTrial, Search, SearchStalled, Verdict
+from llmnas_local.search.trials import PendingTrial, SearchStalled, Verdict
+
+if TYPE_CHECKING:
+    from llmnas_local.search.study import Search
 
 
 @dataclasses.dataclass
@@ -92,7 +96,8 @@ class LookaheadLoop:
         if replayed:                        # a resumed run's first calls: the history as it was then
             if self._view is None or self._view[0] != visible:
                 h = s.history
-                self._view = visible, HistoryView(s.space, h.constraints, h.trials[:visible], task=h.task, seed=h.seed)
+                self._view = visible, HistoryView(s.space, h.constraints, h.trials[:visible], task=h.task, seed=h.seed,
+                                                     objective=h.objective)
             history = self._view[1]
         else:
             self._view, history = None, s.history

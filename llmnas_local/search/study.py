@@ -31,51 +31,23 @@ from typing import Any, Callable
 
 from llmnas_local.dsl.base import BaseSpace, DslError, SemanticError
 from llmnas_local.evaluators.base import BaseEvaluator
+from llmnas_local.objective import ACCURACY, Objective
 from llmnas_local.proposers.base import BaseProposer, Proposal
 from llmnas_local.records import (BUILD_S, EVAL_S, PROPOSE_S, Outcome, RunRecord, TrialRecord,
                                   TrialStatus, is_transient)
 from llmnas_local.search.history import HistoryView
+from llmnas_local.search.trials import PendingTrial, SearchStalled, Verdict
 from llmnas_local.store.base import BaseStore, StoreError
 
 
-class SearchStalled(RuntimeError):
-    """The proposer kept proposing what cannot be evaluated (invalid or known) for too long."""
-
-
-@dataclasses.dataclass
-class Verdict:
-    """A proposal that needs no evaluation and the record it gets. ``deferred``: a duplicate of a proposal that is not
-    recorded yet (lookahead); its record is written from that one's once it is."""
-
-    proposal: Proposal
-    status: TrialStatus
-    canonical: str | None = None
-    arch_hash: str | None = None
-    metrics: dict | None = None
-    error: str = ""
-    timings: dict | None = None
-    from_store: bool = False
-    deferred: bool = False
-
-
-@dataclasses.dataclass
-class PendingTrial:
-    """A proposal that passed every check and waits for its evaluation."""
-
-    proposal: Proposal
-    spec: Any
-    canonical: str
-    arch_hash: str
-    precheck_metrics: dict[str, float]
-    build_s: float
-    asked_at: float = dataclasses.field(default_factory=time.monotonic)
-
-
 def make_run_id(space: str, proposer: str, proposer_settings: dict, recipe_hash: str, seed: int,
-                lookahead: int = 0) -> str:
+                lookahead: int = 0, objective: Objective = ACCURACY, caps: dict[str, float] | None = None) -> str:
     """A run id that is a function of everything that defines the run, so the same command resumes the same run.
-    A lookahead changes what is proposed: it is a factor when > 0 (runs without one keep their ids)."""
+    A lookahead, an objective and the caps (proposals are drawn within them) change what is proposed but not an
+    evaluation: each is a factor when given (runs without one keep their ids)."""
     factors = [space, proposer, proposer_settings, recipe_hash, seed] + ([{"lookahead": lookahead}] if lookahead else [])
+    factors += [] if objective.is_accuracy else [{"objective": str(objective)}]
+    factors += [{"caps": caps}] if caps else []
     factors = json.dumps(factors, sort_keys=True, default=str)
     return f"{proposer}-s{seed}-{hashlib.sha256(factors.encode()).hexdigest()[:10]}"
 
@@ -85,7 +57,7 @@ class Search:
 
     def __init__(self, space: BaseSpace, proposer: BaseProposer, evaluator: BaseEvaluator, store: BaseStore,
                  *, seed: int = 0, run_id: str | None = None, max_stall: int = 200, max_proposer_errors: int = 3,
-                 lookahead: int = 0):
+                 lookahead: int = 0, objective: Objective = ACCURACY):
         if lookahead < 0:
             raise ValueError(f"lookahead must be >= 0, not {lookahead}")
         self.space, self.proposer, self.evaluator, self.store = space, proposer, evaluator, store
@@ -94,7 +66,10 @@ class Search:
         self._proposer_errors = 0
         self.recipe_hash = evaluator.recipe_hash()
         settings = proposer.settings()
-        self.run_id = run_id or make_run_id(space.name, proposer.name, settings, self.recipe_hash, seed, lookahead)
+        caps = {k: v for k in ("max_params_m", "max_flops_m")
+                if (v := getattr(evaluator.constraints, k, None)) is not None}
+        self.run_id = run_id or make_run_id(space.name, proposer.name, settings, self.recipe_hash, seed, lookahead,
+                                            objective, caps)
         store.lock_run(self.run_id)           # a second writer of the run is refused now, not after its first training
         run = store.get_run(self.run_id)
         if run is None:
@@ -108,7 +83,7 @@ class Search:
                              f"(space {run.space}, proposer {run.proposer}, seed {run.seed}); use another run id")
         self.run_record = run
         self.history = HistoryView(space, evaluator.constraints, store.trials(self.run_id),
-                                   task=evaluator.describe_task(), seed=seed)
+                                   task=evaluator.describe_task(), seed=seed, objective=objective)
         self._queue: collections.deque[Proposal] = collections.deque()
         self._pending: dict[str, PendingTrial] = {}
         latest = {t.arch_hash: t for t in self.history.trials if t.status.evaluated}
