@@ -29,11 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    except OSError:
-        return platform.processor() or "?"
+    from llmnas_local.bench.provenance import machine_info
+
+    return machine_info().get("cpu_model") or "?"
 
 
 def _llmnas() -> list[str]:

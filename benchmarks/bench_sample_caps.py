@@ -26,11 +26,9 @@ CAPS = ((1.0, 25.0), (0.5, 10.0), (2.0, 100.0))
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    except OSError:
-        return platform.processor() or "?"
+    from llmnas_local.bench.provenance import machine_info
+
+    return machine_info().get("cpu_model") or "?"
 
 
 def main() -> None:
