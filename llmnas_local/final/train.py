@@ -9,7 +9,8 @@ on the device, normalised with the training split's mean and std (:func:`~llmnas
 
 Each epoch ends with the validation accuracy and a checkpoint (model, optimizer, generator, best weights so far,
 history) written atomically; a training killed at any point (``kill -9``) resumes from the last checkpoint when run
-again, and on CPU ends with the weights an uninterrupted run has. The weights of the epoch with the best validation
+again, and on CPU ends with the weights an uninterrupted run with as many torch threads has (a sum split among
+other threads rounds otherwise). The weights of the epoch with the best validation
 accuracy are kept; the test split is scored once, with them, at the end. The result is a :class:`FinalRecord` in the
 store (``put_final``) and the weights a safetensors file beside the store's data
 (``<store>/finals/<arch hash 12>-<recipe hash 12>/weights.safetensors``).
