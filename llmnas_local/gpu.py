@@ -54,6 +54,21 @@ class GpuStats:
         return max(0.0, self.mem_total_mb - self.mem_used_mb)
 
 
+def check_device(device: str, name: str = "device") -> None:
+    """Raise a one-line ValueError naming ``name`` unless ``device`` is cpu, cuda, cuda:N or auto."""
+    if device != "auto" and device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"{name} must be cpu, cuda, cuda:N or auto, got {device!r}")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``device`` with "auto" made concrete: cuda when torch sees a GPU (no CUDA context is created), else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def physical_index(device: str) -> int:
     """The NVML / nvidia-smi index of a torch device name ("cuda", "cuda:1"), through ``CUDA_VISIBLE_DEVICES``."""
     index = int(device.split(":")[1]) if ":" in device else 0

@@ -26,6 +26,7 @@ import os
 from typing import Any
 
 from llmnas_local.evaluators.proxy import DIGITS_PROXY, METHOD_PROXY
+from llmnas_local.gpu import resolve_device
 
 TRIAL_S = 60.0                 # seconds of training for the slowest model within the caps (CPU)
 CORE_GFLOPS = 2.0              # training GFLOP/s of one CPU core, the slowest measured within the caps
@@ -52,10 +53,7 @@ class Machine:
     @classmethod
     def detect(cls, device: str = "auto") -> "Machine":
         """This machine: ``device`` as ``TrainingConfig.device`` takes it ("auto": cuda when torch sees a GPU)."""
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:           # not Linux

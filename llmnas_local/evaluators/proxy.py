@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from llmnas_local.evaluators.data import Dataset
+from llmnas_local.gpu import check_device, resolve_device
 from llmnas_local.records import TEST_ACC, TRAIN_LOSS, TRAIN_S, VAL_ACC
 
 TRAINING_VERSION = 1        # bump when the meaning of a recipe changes (loop, normalisation, evaluation)
@@ -65,15 +66,10 @@ class TrainingConfig:
                                ("memory_format", MEMORY_FORMATS)):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"{field} must be one of {', '.join(allowed)}, got {getattr(self, field)!r}")
-        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        check_device(self.device)
 
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)
 
     def resolved(self, device: str | None = None) -> "TrainingConfig":
         """This config with ``device`` (default: :meth:`resolved_device`), ``dtype`` and ``memory_format`` concrete.

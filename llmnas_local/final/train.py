@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from llmnas_local.final.checkpoint import (CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights,
                                            training_lock)
+from llmnas_local.gpu import check_device, resolve_device
 from llmnas_local.records import (FLOPS_M, PARAMS_M, TEST_ACC, TRAIN_LOSS, TRAIN_S, VAL_ACC, FinalRecord,
                                   TrialRecord)
 from llmnas_local.store.base import BaseStore
@@ -67,15 +68,10 @@ class FinalConfig:
             raise ValueError(f"--dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.train_size is not None and self.train_size < 1:
             raise ValueError(f"--train-size must be >= 1, got {self.train_size}")
-        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"--device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        check_device(self.device, "--device")
 
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return resolve_device(self.device)
 
 
 def final_recipe(config: FinalConfig, data: dict[str, Any], augment: str, device: str) -> dict[str, Any]:
