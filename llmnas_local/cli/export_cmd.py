@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from llmnas_local.cli.errors import UserError, user_errors
-from llmnas_local.cli.train_cmd import open_existing
+from llmnas_local.cli.store_cmd import open_existing
 
 
 @click.command("export-model")

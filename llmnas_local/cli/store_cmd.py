@@ -14,6 +14,15 @@ from llmnas_local.records import PARAMS_M, TEST_ACC, VAL_ACC, FLOPS_M, TrialReco
 store_argument = click.argument("store", default=DEFAULT_STORE, type=click.Path(file_okay=False))
 
 
+def open_existing(store: str, readonly: bool = False):
+    """The LMDB store at ``store``; a path without one is a UserError (a write open would create an empty store)."""
+    from llmnas_local.store import LmdbStore
+
+    if not (Path(store) / "data.mdb").is_file():
+        raise UserError(f"no store at {store}")
+    return LmdbStore(store, readonly=readonly)
+
+
 def _open(path: str):
     from llmnas_local.store import LmdbStore
 
@@ -182,11 +191,7 @@ FORGETTABLE = {"failed": TrialStatus.FAILED, "timeout": TrialStatus.TIMEOUT}
 def forget(store: str, statuses: tuple[str, ...]) -> None:
     """Forget the failed or timed-out outcomes of STORE, so that runs evaluate those architectures again. Trials stay
     as they were recorded. Stop the searches that write STORE first."""
-    from llmnas_local.store import LmdbStore
-
     names = sorted(set(statuses or FORGETTABLE))
-    if not (Path(store) / "data.mdb").is_file():
-        raise UserError(f"no store at {store}")
-    with LmdbStore(store) as st:
+    with open_existing(store) as st:
         n = st.forget_outcomes(FORGETTABLE[s] for s in names)
     click.echo(f"forgot {n} outcome{'' if n == 1 else 's'} ({', '.join(names)}) in {store}")

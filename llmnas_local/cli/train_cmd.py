@@ -2,20 +2,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from llmnas_local.cli.errors import SearchError, UserError, ignore_further_interrupts, user_errors
-
-
-def open_existing(store: str, readonly: bool = False):
-    """The LMDB store at ``store``; a path without one is a UserError (a write open would create an empty store)."""
-    from llmnas_local.store import LmdbStore
-
-    if not (Path(store) / "data.mdb").is_file():
-        raise UserError(f"no store at {store}")
-    return LmdbStore(store, readonly=readonly)
+from llmnas_local.cli.store_cmd import open_existing
 
 
 @click.command()
