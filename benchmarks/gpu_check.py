@@ -157,7 +157,7 @@ def make_evaluator(data: str, tiny: bool, recipe: dict | None = None):
 
 
 def section_search(backend, data: str, tiny: bool, seconds: float) -> None:
-    from llmnas_local.gpu import GpuSampler, auto_workers
+    from llmnas_local.gpu import GpuSampler, auto_workers, threads_per_worker
     from llmnas_local.proposers import create_proposer
     from llmnas_local.records import EVAL_S, PROPOSE_S
     from llmnas_local.search import Search
@@ -202,13 +202,6 @@ def section_search(backend, data: str, tiny: bool, seconds: float) -> None:
                    f"propose {propose:.1f} s, evaluate {train:.1f} s summed")
 
 
-def threads_per_worker(workers: int) -> int | None:
-    """As ``llmnas search`` splits the cores between concurrent trainings (no worker has started yet)."""
-    from llmnas_local.cli.search_cmd import _threads_per_worker
-
-    return _threads_per_worker(workers)
-
-
 def _cnn():
     from llmnas_local.dsl import get_space
 
@@ -241,7 +234,7 @@ def evaluate_all(evaluator, cells: list[str], workers: int) -> tuple[float, list
 def section_throughput_and_precision(data: str, tiny: bool, k: int) -> None:
     """Both arms of the throughput in bfloat16 autocast + channels-last (the GPU's ``auto``; on the CPU it is asked
     for explicitly, so the smoke run covers that path), then the float32 arm of the precision comparison."""
-    from llmnas_local.gpu import auto_workers
+    from llmnas_local.gpu import auto_workers, threads_per_worker
     from llmnas_local.records import PEAK_MEM_MB, TRAIN_S, VAL_ACC, TrialStatus
 
     def complete(outcomes):

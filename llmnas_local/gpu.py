@@ -260,6 +260,12 @@ def available_ram_mb() -> float | None:
     return None
 
 
+def threads_per_worker(workers: int) -> int | None:
+    """Torch threads of each of ``workers`` concurrent trainings: the cores split between them (oversubscribed torch
+    threads are many times slower); None for one worker (torch's own default)."""
+    return None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
+
+
 def auto_workers(evaluator: Any, peaks_mb: Iterable[float] = (), *, llm_in_process: bool = False,
                  cores: int | None = None) -> tuple[int, str]:
     """:func:`choose_workers` for an evaluator (a training evaluator's device and data; anything else gets 1), with

@@ -238,6 +238,7 @@ def _create_evaluator(space, *, data: str, table: str | None, preset: str, train
     the proxy settings fitted to the machine and the data, which ``on_fit`` is told); an option the space's kind of
     evaluation does not take is a UserError."""
     from llmnas_local.evaluators import create_evaluator
+    from llmnas_local.gpu import threads_per_worker
 
     caps = {"max_params_m": max_params_m, "max_flops_m": max_flops_m}
     columns = {k: v for k, v in columns.items() if v is not None}
@@ -254,7 +255,7 @@ def _create_evaluator(space, *, data: str, table: str | None, preset: str, train
     data_spec = {"source": data, "train_size": train_size, "val_size": val_size, "test_size": test_size,
                  "resolution": input_size, "split_seed": train_seed}
     return create_evaluator(space, data=data_spec, recipe={**recipe, "seed": train_seed, "device": device},
-                            time_limit_s=timeout, threads=_threads_per_worker(workers),
+                            time_limit_s=timeout, threads=threads_per_worker(workers),
                             on_fit=on_fit, executor=executor, **caps)
 
 
@@ -284,11 +285,11 @@ def _parse_workers(value: str) -> int | str:
 def _auto_workers(evaluator, store, study, llm_in_process: bool, quiet: bool) -> int:
     """``--workers auto`` (:func:`llmnas_local.gpu.auto_workers`), after the LLM is loaded (its memory is taken) and
     before any worker starts (the threads per worker follow)."""
-    from llmnas_local.gpu import auto_workers, measured_peaks
+    from llmnas_local.gpu import auto_workers, measured_peaks, threads_per_worker
 
     workers, why = auto_workers(evaluator, measured_peaks(store, study.recipe_hash), llm_in_process=llm_in_process)
     if hasattr(evaluator, "threads"):
-        evaluator.threads = _threads_per_worker(workers)
+        evaluator.threads = threads_per_worker(workers)
     if not quiet:
         click.echo(why, err=True)
     return workers
@@ -316,13 +317,6 @@ def _share_cores(evaluator, llm_in_process: bool) -> None:
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) - half))
-
-
-def _threads_per_worker(workers: int) -> int | None:
-    """Split the cores between parallel trainings (oversubscribed torch threads are many times slower)."""
-    import os
-
-    return None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
 
 
 def _no_result_hint(space, timeout: float, caps: dict) -> str:
