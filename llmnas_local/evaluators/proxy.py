@@ -5,7 +5,8 @@ the workers is :class:`llmnas_local.evaluators.training.TrainingEvaluator`. torc
 Defaults are the method's proxy (one epoch of SGD, lr 0.01, momentum 0.9, weight decay 5e-4 on every parameter,
 cosine schedule per step down to 0, batch 128, plain cross-entropy) with no augmentation: one epoch is too short for
 augmentation to pay, and a flip is wrong for some data (digits); ``augment="flip"`` turns on a seeded random
-horizontal flip. :func:`proxy_defaults` gives a data source's defaults (digits trains longer, on smaller images).
+horizontal flip. A search's defaults depend on the data and the machine: :func:`llmnas_local.evaluators.fit.fit_proxy`
+(digits trains longer, on smaller images: :data:`DIGITS_PROXY`).
 """
 from __future__ import annotations
 
@@ -31,12 +32,6 @@ METHOD_PROXY = {"epochs": 1, "batch_size": 128, "lr": 0.01}
 # the embedded default trains longer on smaller images, under caps that keep one trial under a minute on 2 cores
 # (measured: 94-99% validation accuracy for the space's examples).
 DIGITS_PROXY = {"epochs": 3, "batch_size": 32, "lr": 0.05, "resolution": 16, "max_params_m": 1.0, "max_flops_m": 25.0}
-
-
-def proxy_defaults(source: str) -> dict[str, Any]:
-    """Recipe defaults (training settings, resolution, caps) for a data source: DIGITS_PROXY for ``digits``, else the
-    method's proxy. A search's defaults also depend on the machine: :func:`llmnas_local.evaluators.fit.fit_proxy`."""
-    return dict(DIGITS_PROXY if source == "digits" else METHOD_PROXY)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ from llmnas_local.evaluators.base import BaseEvaluator
 from llmnas_local.evaluators.data import DataSpec, describe_dataset, load_dataset
 from llmnas_local.evaluators.proxy import (AUGMENTS, DIGITS_PROXY, DTYPES, EVAL_BATCH, MEMORY_FORMATS,  # noqa: F401
                                            METHOD_PROXY, SCHEDULES, TRAINING_VERSION, Diverged, TensorData,
-                                           TrainingConfig, accuracy, lr_at, prepare_tensors, proxy_defaults,
+                                           TrainingConfig, accuracy, lr_at, prepare_tensors,
                                            train_and_score)
 from llmnas_local.evaluators.worker import START_FAILED, TrialWorker, WorkerStartError, one_line, space_ref
 from llmnas_local.records import EVAL_S, FLOPS_M, PARAMS_M, Outcome
